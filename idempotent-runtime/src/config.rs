@@ -1,0 +1,394 @@
+//! The app-wide configuration: one [`Idempotency`] value registered with `App::app_data`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::http::header::HeaderName;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use tokio_util::task::TaskTracker;
+
+use crate::error::IdempotencyError;
+use crate::flight::Flights;
+use crate::store::{MemoryStore, Store};
+
+type TenantResolver = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
+type ErrorResponder = Arc<dyn Fn(&IdempotencyError, StatusCode, &HttpRequest) -> HttpResponse + Send + Sync>;
+
+/// The engine's configuration and state, shared by every annotated route of an app.
+///
+/// Without one, routes use a process-wide default ([`Idempotency::global`]): an in-memory
+/// store and no tenant resolver. Register one to pick the store, resolve tenants and tune
+/// limits. Clones share the same store, in-flight requests and counters.
+///
+/// ```
+/// use actix_web::{post, web, App, HttpResponse};
+/// use idempotent_runtime::{Idempotency, MemoryStore};
+///
+/// let idempotency = Idempotency::builder()
+///     .store(MemoryStore::with_capacity(128 * 1024 * 1024))
+///     .tenant_from_header("X-Tenant-Id")
+///     .namespace("live:")
+///     .build();
+/// let app = App::new().app_data(idempotency.clone());
+/// ```
+#[derive(Clone)]
+pub struct Idempotency {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) tenant: Option<TenantResolver>,
+    pub(crate) namespace: String,
+    pub(crate) conflict_status: StatusCode,
+    pub(crate) replay_header: HeaderName,
+    pub(crate) error_responder: Option<ErrorResponder>,
+    pub(crate) lease: Duration,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) retry_after: Duration,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) capture_timeout: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) fail_open: bool,
+    pub(crate) flights: Flights,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) counters: Counters,
+}
+
+/// Events worth alerting on, counted since the configuration was built.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) responses_not_stored: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) fenced_completions: AtomicU64,
+}
+
+/// A snapshot of [`Idempotency`]'s counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Responses sent but not stored because they exceeded the maximum size or capture time;
+    /// their keys hold a tombstone.
+    pub responses_not_stored: u64,
+    /// Store calls that failed or timed out.
+    pub store_errors: u64,
+    /// Completions refused because another execution had taken the key over after this one's
+    /// lease lapsed.
+    pub fenced_completions: u64,
+}
+
+impl fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("Idempotency")
+            .field("namespace", &inner.namespace)
+            .field("tenant_resolver", &inner.tenant.is_some())
+            .field("lease", &inner.lease)
+            .field("wait_timeout", &inner.wait_timeout)
+            .field("max_response_bytes", &inner.max_response_bytes)
+            .field("fail_open", &inner.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+impl Idempotency {
+    /// Starts a configuration with the defaults documented on each builder method.
+    pub fn builder() -> IdempotencyBuilder {
+        IdempotencyBuilder::default()
+    }
+
+    /// The process-wide default used by routes of apps that register no configuration.
+    pub fn global() -> &'static Idempotency {
+        static GLOBAL: OnceLock<Idempotency> = OnceLock::new();
+        GLOBAL.get_or_init(Idempotency::default)
+    }
+
+    /// The configuration registered for this request's app (as `Idempotency` or
+    /// `web::Data<Idempotency>`), or the process-wide default.
+    pub fn for_request(req: &HttpRequest) -> &Idempotency {
+        if let Some(config) = req.app_data::<Idempotency>() {
+            return config;
+        }
+        match req.app_data::<web::Data<Idempotency>>() {
+            Some(data) => data.get_ref(),
+            None => Self::global(),
+        }
+    }
+
+    /// The store this configuration uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let counters = &self.inner.counters;
+        Stats {
+            responses_not_stored: counters.responses_not_stored.load(Ordering::Relaxed),
+            store_errors: counters.store_errors.load(Ordering::Relaxed),
+            fenced_completions: counters.fenced_completions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many handlers are running to completion right now (including those whose client
+    /// has gone).
+    pub fn running(&self) -> usize {
+        self.inner.tracker.len()
+    }
+
+    /// Waits until every handler started so far has finished and stored its result, or until
+    /// `timeout`; returns `true` when all finished.
+    ///
+    /// Call it during graceful shutdown *before* stopping the server: actix drops the tasks of
+    /// stopped workers, so a handler whose client already disconnected would otherwise be cut
+    /// off and its result lost.
+    ///
+    /// ```no_run
+    /// # async fn run(server: actix_web::dev::Server, idempotency: idempotent_runtime::Idempotency) {
+    /// use std::time::Duration;
+    ///
+    /// let handle = server.handle();
+    /// tokio::signal::ctrl_c().await.unwrap();
+    /// handle.pause().await; // stop accepting connections
+    /// idempotency.drain(Duration::from_secs(30)).await;
+    /// handle.stop(true).await;
+    /// # }
+    /// ```
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let tracker = &self.inner.tracker;
+        tracker.close();
+        let finished = tokio::time::timeout(timeout, tracker.wait()).await.is_ok();
+        tracker.reopen();
+        finished
+    }
+
+    pub(crate) fn tenant_of(&self, req: &HttpRequest) -> Option<String> {
+        let resolver = self.inner.tenant.as_ref()?;
+        resolver(req).filter(|tenant| !tenant.is_empty())
+    }
+
+    /// The answer for `error`, through the app's hook if it set one.
+    pub fn error_response(&self, error: &IdempotencyError, req: &HttpRequest) -> HttpResponse {
+        let status = match error {
+            IdempotencyError::Conflict => self.inner.conflict_status,
+            other => other.default_status(),
+        };
+        match &self.inner.error_responder {
+            Some(responder) => responder(error, status, req),
+            None => error.problem_response(status),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> IdempotencyError {
+        IdempotencyError::InFlight { retry_after: self.inner.retry_after }
+    }
+
+    pub(crate) fn accepted(&self) -> IdempotencyError {
+        IdempotencyError::Accepted { retry_after: self.inner.retry_after }
+    }
+
+    pub(crate) fn store_unavailable(&self) -> IdempotencyError {
+        IdempotencyError::StoreUnavailable { retry_after: self.inner.retry_after }
+    }
+}
+
+/// Builds an [`Idempotency`]. Every setting has a default.
+pub struct IdempotencyBuilder {
+    store: Option<Arc<dyn Store>>,
+    tenant: Option<TenantResolver>,
+    namespace: String,
+    conflict_status: StatusCode,
+    replay_header: HeaderName,
+    error_responder: Option<ErrorResponder>,
+    lease: Duration,
+    wait_timeout: Duration,
+    retry_after: Duration,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+    capture_timeout: Duration,
+    store_timeout: Duration,
+    fail_open: bool,
+}
+
+impl Default for IdempotencyBuilder {
+    fn default() -> Self {
+        Self {
+            store: None,
+            tenant: None,
+            namespace: String::new(),
+            conflict_status: StatusCode::CONFLICT,
+            replay_header: HeaderName::from_static("idempotency-replayed"),
+            error_responder: None,
+            lease: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(1),
+            max_request_bytes: 16 * 1024 * 1024,
+            max_response_bytes: 1024 * 1024,
+            capture_timeout: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(5),
+            fail_open: false,
+        }
+    }
+}
+
+impl IdempotencyBuilder {
+    /// The store (default: a [`MemoryStore`] of 64 MiB).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The store, already shared.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How `scope = "tenant"` routes find the tenant. `None` (or an empty string) rejects the
+    /// request with 400 `idempotency_tenant_missing`; it never falls back to global scope.
+    /// Resolve from something the client cannot forge for another tenant (an authenticated
+    /// identity), not from a bare header, in production.
+    pub fn tenant<F>(mut self, resolver: F) -> Self
+    where
+        F: Fn(&HttpRequest) -> Option<String> + Send + Sync + 'static,
+    {
+        self.tenant = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Tenant from a request header, e.g. one set by an authenticating gateway.
+    pub fn tenant_from_header(self, name: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        self.tenant(move |req| req.headers().get(&name)?.to_str().ok().map(str::to_owned))
+    }
+
+    /// Tenant from a request extension that authentication middleware inserted.
+    pub fn tenant_from_extension<T, F>(self, tenant_of: F) -> Self
+    where
+        T: 'static,
+        F: Fn(&T) -> String + Send + Sync + 'static,
+    {
+        self.tenant(move |req| req.extensions().get::<T>().map(&tenant_of))
+    }
+
+    /// A prefix for every record key, e.g. `"live:"` / `"test:"` to keep environments apart
+    /// in one store (default: none).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Status of `idempotency_conflict` (default 409; the IETF draft suggests 422).
+    pub fn conflict_status(mut self, status: StatusCode) -> Self {
+        self.conflict_status = status;
+        self
+    }
+
+    /// Header that marks a replayed response (default `Idempotency-Replayed: true`).
+    pub fn replay_header(mut self, name: &str) -> Self {
+        self.replay_header = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        self
+    }
+
+    /// Replaces the RFC 9457 problem body with the app's own error envelope. The hook gets
+    /// the error (its [`code`](IdempotencyError::code) is stable), the status the engine would
+    /// use, and the request.
+    pub fn error_response<F>(mut self, responder: F) -> Self
+    where
+        F: Fn(&IdempotencyError, StatusCode, &HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    {
+        self.error_responder = Some(Arc::new(responder));
+        self
+    }
+
+    /// How long a distributed claim lives without renewal (default 30 s). A running handler
+    /// renews it every third of the lease; a crashed replica's key frees up after it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long `in_flight = "wait"` duplicates wait for the first result before a 409
+    /// (default 10 s).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// `Retry-After` on 409 in-flight, 202 accepted and 503 store-unavailable answers
+    /// (default 1 s).
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// Largest request body the engine buffers to fingerprint (default 16 MiB); larger keyed
+    /// requests get 413 `idempotency_body_too_large`. The handler's own extractor limits
+    /// (`JsonConfig`, `PayloadConfig`) still apply on top.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Largest response stored for replay (default 1 MiB). A larger response is still sent;
+    /// its key keeps a tombstone and retries get `idempotency_response_not_stored`.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Longest time spent collecting a streamed response for storage (default 30 s); a stream
+    /// still running then is sent on and treated like an oversized response.
+    pub fn capture_timeout(mut self, timeout: Duration) -> Self {
+        self.capture_timeout = timeout;
+        self
+    }
+
+    /// Bound on every store call (default 5 s); a call past it is a store error.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// When the store fails: `false` (default) answers 503 `idempotency_store_unavailable`;
+    /// `true` runs the handler without protection.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    /// Finishes the configuration.
+    pub fn build(self) -> Idempotency {
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        Idempotency {
+            inner: Arc::new(Inner {
+                store,
+                tenant: self.tenant,
+                namespace: self.namespace,
+                conflict_status: self.conflict_status,
+                replay_header: self.replay_header,
+                error_responder: self.error_responder,
+                lease: self.lease,
+                wait_timeout: self.wait_timeout,
+                retry_after: self.retry_after,
+                max_request_bytes: self.max_request_bytes,
+                max_response_bytes: self.max_response_bytes,
+                capture_timeout: self.capture_timeout,
+                store_timeout: self.store_timeout,
+                fail_open: self.fail_open,
+                flights: Flights::default(),
+                tracker: TaskTracker::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! What happens to a keyed write: the one place that decides to run, replay, wait or refuse.
+//!
+//! 1. Reads (GET, HEAD, OPTIONS) and requests without a key run untouched (or get 400 when
+//!    the route requires a key).
+//! 2. The key is validated, the tenant resolved, the body buffered and fingerprinted.
+//! 3. A completed record held in this process is replayed at once.
+//! 4. Otherwise the request joins the in-process [flight](crate::flight) for its key:
+//!    - the **leader** runs in a task of its own, so a client that disconnects cannot cancel
+//!      it: it claims the key in the store, runs the handler (renewing its lease), captures
+//!      the response, stores it (or releases the key) and publishes the outcome;
+//!    - **followers** wait for that outcome (woken, not polling) or answer at once, per the
+//!      route's `in_flight` policy.
+//!
+//! # Concurrent calls on the same key
+//!
+//! However many duplicates arrive at once, in one process or across replicas sharing a store,
+//! the handler runs once; duplicates get its response as a replay (`Idempotency-Replayed:
+//! true`). A duplicate with a different fingerprint gets `idempotency_conflict`.
+//!
+//! # Cancellation
+//!
+//! Once the leader's task has started, it runs to completion and stores its result even if
+//! every client went away. Use [`crate::Idempotency::drain`] on graceful shutdown.
+//!
+//! # Panics
+//!
+//! A panicking handler releases its key: its own client gets a 500 `idempotency_handler_failed`
+//! problem, every waiting duplicate gets the same, and a later retry runs again.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::BoxBody;
+use actix_web::http::{header, Method};
+use actix_web::{dev, web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+use crate::config::Idempotency;
+use crate::error::IdempotencyError;
+use crate::fingerprint::Fingerprint;
+use crate::flight::{Flight, LeaderGuard, Role, Shared, State};
+use crate::key;
+use crate::record::{Completion, Record};
+use crate::replay::{self, Captured};
+use crate::route::{InFlight, OnMismatch, Route, Scope};
+use crate::store::{Claim, FencingToken, Lookup, RecordKey, StoreError};
+
+/// Longest a waiter on another replica's execution sleeps between two looks at the store when
+/// no notification arrives.
+const FALLBACK_POLL: Duration = Duration::from_millis(200);
+
+/// Runs one request to an annotated handler. Generated code calls this; `run` extracts the
+/// handler's own arguments from the request and payload and calls the user's function.
+pub async fn handle<F, Fut>(route: &'static Route, req: HttpRequest, payload: web::Payload, run: F) -> HttpResponse
+where
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    let payload = payload.into_inner();
+    if is_read_only(req.method()) {
+        return run(req, payload).await;
+    }
+    let config = Idempotency::for_request(&req).clone();
+    match prepare(route, &config, &req, payload).await {
+        Ok(Prepared::Keyed(keyed)) => execute_once(config, route, req, keyed, run).await,
+        Ok(Prepared::Unprotected(payload)) => run(req, payload).await,
+        Err(error) => config.error_response(&error, &req),
+    }
+}
+
+fn is_read_only(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+enum Prepared {
+    /// No key: the handler runs as if unannotated (with the buffered body if it was read).
+    Unprotected(dev::Payload),
+    Keyed(Keyed),
+}
+
+/// A keyed request, ready to run once.
+struct Keyed {
+    id: RecordKey,
+    fingerprint: Fingerprint,
+    body: Bytes,
+}
+
+async fn prepare(
+    route: &Route,
+    config: &Idempotency,
+    req: &HttpRequest,
+    payload: dev::Payload,
+) -> Result<Prepared, IdempotencyError> {
+    let options = route.options();
+    let header_key = key::from_headers(req.headers(), route.header()).map_err(IdempotencyError::KeyInvalid)?;
+    let missing = || IdempotencyError::KeyMissing { header: options.header };
+    let (key, tenant, body) = match (header_key, options.key_from) {
+        (Some(key), _) => {
+            let tenant = tenant(route, config, req)?;
+            (key, tenant, read_body(payload, req, config.inner.max_request_bytes).await?)
+        }
+        (None, None) if options.required => return Err(missing()),
+        (None, None) => return Ok(Prepared::Unprotected(payload)),
+        (None, Some(pointer)) => {
+            let body = read_body(payload, req, config.inner.max_request_bytes).await?;
+            match key_from_body(&body, pointer)? {
+                Some(key) => (key.into(), tenant(route, config, req)?, body),
+                None if options.required => return Err(missing()),
+                None => return Ok(Prepared::Unprotected(dev::Payload::from(body))),
+            }
+        }
+    };
+    let fingerprint = Fingerprint::of(req.method().as_str(), req.path(), req.query_string(), &body, options.fingerprint);
+    let variant = (options.on_mismatch == OnMismatch::Execute).then_some(&fingerprint);
+    let id = RecordKey::new(&config.inner.namespace, tenant.as_deref(), &key, variant);
+    Ok(Prepared::Keyed(Keyed { id, fingerprint, body }))
+}
+
+fn tenant(route: &Route, config: &Idempotency, req: &HttpRequest) -> Result<Option<String>, IdempotencyError> {
+    match route.options().scope {
+        Scope::Global => Ok(None),
+        Scope::Tenant => config.tenant_of(req).map(Some).ok_or(IdempotencyError::TenantMissing),
+    }
+}
+
+/// The key at `pointer` in a JSON body: a string (validated like a header key) or a number.
+fn key_from_body(body: &[u8], pointer: &str) -> Result<Option<String>, IdempotencyError> {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(None);
+    };
+    match json.pointer(pointer) {
+        Some(serde_json::Value::String(text)) => key::parse(text.as_bytes())
+            .map(|key| key.map(|k| k.into_owned()))
+            .map_err(IdempotencyError::KeyInvalid),
+        Some(serde_json::Value::Number(number)) => Ok(Some(number.to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// Buffers the body up to `limit` bytes; a single-chunk body is kept without a copy.
+async fn read_body(mut payload: dev::Payload, req: &HttpRequest, limit: usize) -> Result<Bytes, IdempotencyError> {
+    let too_large = IdempotencyError::BodyTooLarge { limit };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| IdempotencyError::BodyUnreadable)?;
+        let read = joined.as_ref().map_or(0, BytesMut::len) + first.as_ref().map_or(0, Bytes::len);
+        if read + chunk.len() > limit {
+            return Err(too_large);
+        }
+        match (&mut joined, first.take()) {
+            (Some(buffer), _) => buffer.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(previous)) => {
+                let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).max(previous.len() + chunk.len()));
+                buffer.extend_from_slice(&previous);
+                buffer.extend_from_slice(&chunk);
+                joined = Some(buffer);
+            }
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
+}
+
+async fn execute_once<F, Fut>(config: Idempotency, route: &'static Route, req: HttpRequest, keyed: Keyed, run: F) -> HttpResponse
+where
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    if let Some(record) = config.inner.store.cached(&keyed.id) {
+        return answer_with_record(&config, &req, &record, keyed.fingerprint);
+    }
+    match config.inner.flights.join(&keyed.id, keyed.fingerprint) {
+        Role::Follower(flight) => follow(&config, route, req, keyed, &flight, run).await,
+        Role::Leader(guard) => {
+            let tracker = config.inner.tracker.clone();
+            let leader = Leader { config: config.clone(), route, keyed, guard };
+            // Spawned, so a client that disconnects (RST) cannot cancel a started execution.
+            match actix_web::rt::spawn(tracker.track_future(leader.lead(req.clone(), run))).await {
+                Ok(response) => response,
+                Err(_) => config.error_response(&IdempotencyError::HandlerFailed, &req),
+            }
+        }
+    }
+}
+
+/// The answer to a request whose key already completed.
+fn answer_with_record(config: &Idempotency, req: &HttpRequest, record: &Record, fingerprint: Fingerprint) -> HttpResponse {
+    if record.fingerprint != fingerprint {
+        return config.error_response(&IdempotencyError::Conflict, req);
+    }
+    match &record.completion {
+        Completion::Response(stored) => replay::replay(stored, &config.inner.replay_header),
+        Completion::Tombstone => config.error_response(&IdempotencyError::ResponseNotStored, req),
+    }
+}
+
+/// A duplicate of a request this process is already running.
+async fn follow<F, Fut>(
+    config: &Idempotency,
+    route: &Route,
+    req: HttpRequest,
+    keyed: Keyed,
+    flight: &Flight,
+    run: F,
+) -> HttpResponse
+where
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    if flight.fingerprint != keyed.fingerprint {
+        return config.error_response(&IdempotencyError::Conflict, &req);
+    }
+    let policy = route.options().in_flight;
+    let deadline = Instant::now() + config.inner.wait_timeout;
+    let mut state = flight.subscribe();
+    loop {
+        let current = state.borrow_and_update().clone();
+        match (current, policy) {
+            (State::Done(shared), _) => return answer_follower(config, policy, req, keyed, shared, run).await,
+            (State::Running, InFlight::Reject) => return config.error_response(&config.in_flight(), &req),
+            (State::Running, InFlight::Accept) => return config.error_response(&config.accepted(), &req),
+            _ => {}
+        }
+        match tokio::time::timeout_at(deadline, state.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return config.error_response(&IdempotencyError::HandlerFailed, &req),
+            Err(_) => return config.error_response(&config.in_flight(), &req),
+        }
+    }
+}
+
+async fn answer_follower<F, Fut>(
+    config: &Idempotency,
+    policy: InFlight,
+    req: HttpRequest,
+    keyed: Keyed,
+    shared: Shared,
+    run: F,
+) -> HttpResponse
+where
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    match shared {
+        Shared::Record(record) => answer_with_record(config, &req, &record, keyed.fingerprint),
+        Shared::Response(stored) => replay::replay(&stored, &config.inner.replay_header),
+        Shared::Busy if policy == InFlight::Accept => config.error_response(&config.accepted(), &req),
+        Shared::Busy => config.error_response(&config.in_flight(), &req),
+        Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
+            run(req, dev::Payload::from(keyed.body)).await
+        }
+        Shared::Failed(error) => config.error_response(&error, &req),
+    }
+}
+
+/// The one execution of a key in this process.
+struct Leader {
+    config: Idempotency,
+    route: &'static Route,
+    keyed: Keyed,
+    guard: LeaderGuard,
+}
+
+enum RemoteWait {
+    Completed(Arc<Record>),
+    Released,
+    TimedOut,
+}
+
+impl Leader {
+    async fn lead<F, Fut>(self, req: HttpRequest, run: F) -> HttpResponse
+    where
+        F: FnOnce(HttpRequest, dev::Payload) -> Fut,
+        Fut: Future<Output = HttpResponse>,
+    {
+        let inner = &self.config.inner;
+        let deadline = Instant::now() + inner.wait_timeout;
+        loop {
+            let claim = self.store_call(inner.store.claim(&self.keyed.id, self.keyed.fingerprint, inner.lease)).await;
+            let held_elsewhere = match claim {
+                Ok(Claim::Acquired(token)) => return self.execute(token, req, run).await,
+                Ok(Claim::Completed(record)) => return self.finish_with_record(record, &req),
+                Ok(Claim::InFlight { fingerprint }) => fingerprint,
+                Err(_) => return self.store_failed(req, run).await,
+            };
+            if held_elsewhere != self.keyed.fingerprint {
+                return self.refuse(IdempotencyError::Conflict, Shared::Failed(IdempotencyError::Conflict), &req);
+            }
+            let (in_flight, accepted) = (self.config.in_flight(), self.config.accepted());
+            match self.route.options().in_flight {
+                InFlight::Reject => return self.refuse(in_flight, Shared::Busy, &req),
+                InFlight::Accept => return self.refuse(accepted, Shared::Busy, &req),
+                InFlight::Wait => {}
+            }
+            match self.wait_elsewhere(deadline).await {
+                Ok(RemoteWait::Completed(record)) => return self.finish_with_record(record, &req),
+                Ok(RemoteWait::Released) => continue,
+                Ok(RemoteWait::TimedOut) => return self.refuse(in_flight, Shared::Busy, &req),
+                Err(_) => return self.store_failed(req, run).await,
+            }
+        }
+    }
+
+    fn finish_with_record(self, record: Arc<Record>, req: &HttpRequest) -> HttpResponse {
+        let response = answer_with_record(&self.config, req, &record, self.keyed.fingerprint);
+        self.guard.publish(Shared::Record(record));
+        response
+    }
+
+    fn refuse(self, error: IdempotencyError, shared: Shared, req: &HttpRequest) -> HttpResponse {
+        self.guard.publish(shared);
+        self.config.error_response(&error, req)
+    }
+
+    /// Waits for the execution that holds the key on another replica.
+    async fn wait_elsewhere(&self, deadline: Instant) -> Result<RemoteWait, StoreError> {
+        let store = &self.config.inner.store;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(RemoteWait::TimedOut);
+            }
+            self.store_call(store.wait_for_change(&self.keyed.id, left.min(FALLBACK_POLL))).await?;
+            match self.store_call(store.lookup(&self.keyed.id)).await? {
+                Lookup::Completed(record) => return Ok(RemoteWait::Completed(record)),
+                Lookup::Absent => return Ok(RemoteWait::Released),
+                Lookup::InFlight { .. } => {}
+            }
+        }
+    }
+
+    async fn store_failed<F, Fut>(self, req: HttpRequest, run: F) -> HttpResponse
+    where
+        F: FnOnce(HttpRequest, dev::Payload) -> Fut,
+        Fut: Future<Output = HttpResponse>,
+    {
+        let error = self.config.store_unavailable();
+        self.guard.publish(Shared::Failed(error.clone()));
+        if self.config.inner.fail_open {
+            tracing::warn!(handler = self.route.options().handler, "idempotency store unavailable: running unprotected (fail open)");
+            return run(req, dev::Payload::from(self.keyed.body)).await;
+        }
+        self.config.error_response(&error, &req)
+    }
+
+    async fn execute<F, Fut>(self, token: FencingToken, req: HttpRequest, run: F) -> HttpResponse
+    where
+        F: FnOnce(HttpRequest, dev::Payload) -> Fut,
+        Fut: Future<Output = HttpResponse>,
+    {
+        self.guard.running();
+        let handler = AssertUnwindSafe(run(req.clone(), dev::Payload::from(self.keyed.body.clone()))).catch_unwind();
+        let Ok(response) = self.with_lease(token, handler).await else {
+            tracing::error!(handler = self.route.options().handler, "handler panicked: key released, a retry will run again");
+            self.release(token).await;
+            return self.refuse(IdempotencyError::HandlerFailed, Shared::Failed(IdempotencyError::HandlerFailed), &req);
+        };
+        let inner = &self.config.inner;
+        let storable = self.route.options().cache.stores(response.status().as_u16());
+        match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
+            Captured::Complete { head, body } => {
+                let stored = replay::to_stored(&head, body.clone());
+                let shared = if storable {
+                    let record = Record { fingerprint: self.keyed.fingerprint, completion: Completion::Response(stored) };
+                    self.complete(token, Arc::new(record)).await
+                } else {
+                    self.release(token).await;
+                    Shared::Response(Arc::new(stored))
+                };
+                self.guard.publish(shared);
+                head.set_body(BoxBody::new(body))
+            }
+            Captured::Partial { head, body, failed } => {
+                let shared = if storable && !failed {
+                    inner.counters.responses_not_stored.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        handler = self.route.options().handler,
+                        limit = inner.max_response_bytes,
+                        "response too large or too slow to store: the key keeps a tombstone"
+                    );
+                    let tombstone = Record { fingerprint: self.keyed.fingerprint, completion: Completion::Tombstone };
+                    self.complete(token, Arc::new(tombstone)).await
+                } else {
+                    self.release(token).await;
+                    Shared::Busy
+                };
+                self.guard.publish(shared);
+                head.set_body(body)
+            }
+        }
+    }
+
+    /// Stores the record; what followers get if that fails.
+    async fn complete(&self, token: FencingToken, record: Arc<Record>) -> Shared {
+        let inner = &self.config.inner;
+        let ttl = self.route.options().ttl;
+        match self.store_call(inner.store.complete(&self.keyed.id, token, Arc::clone(&record), ttl)).await {
+            Ok(true) => Shared::Record(record),
+            Ok(false) => {
+                inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = ?self.keyed.id, "lease lapsed and another execution took the key over: this result was not stored");
+                Shared::Record(record)
+            }
+            Err(_) => {
+                self.release(token).await;
+                match &record.completion {
+                    Completion::Response(stored) => Shared::Response(Arc::new(stored.clone())),
+                    Completion::Tombstone => Shared::Busy,
+                }
+            }
+        }
+    }
+
+    async fn release(&self, token: FencingToken) {
+        let _ = self.store_call(self.config.inner.store.release(&self.keyed.id, token)).await;
+    }
+
+    /// Runs `future` while renewing the claim every third of the lease.
+    async fn with_lease<T>(&self, token: FencingToken, future: impl Future<Output = T>) -> T {
+        let inner = &self.config.inner;
+        let period = inner.lease / 3;
+        let mut future = pin!(future);
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut future => return output,
+                _ = ticker.tick() => {
+                    if let Ok(false) = self.store_call(inner.store.renew(&self.keyed.id, token, inner.lease)).await {
+                        tracing::warn!(key = ?self.keyed.id, "lease lost while the handler runs");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bounds a store call by the configured timeout and counts failures.
+    async fn store_call<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let inner = &self.config.inner;
+        let result = match tokio::time::timeout(inner.store_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(inner.store_timeout)),
+        };
+        if let Err(error) = &result {
+            inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, key = ?self.keyed.id, "idempotency store call failed");
+        }
+        result
+    }
+}

@@ -1,0 +1,146 @@
+//! In-process single flight: one leader per record key, every duplicate woken by its result.
+//!
+//! The leader's [`LeaderGuard`] publishes exactly once: the outcome, or (if the leader is
+//! dropped or panics first) [`Shared::Failed`], so no follower waits forever.
+
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::error::IdempotencyError;
+use crate::fingerprint::Fingerprint;
+use crate::record::{Record, StoredResponse};
+use crate::store::RecordKey;
+
+/// What a leader tells its followers.
+#[derive(Debug, Clone)]
+pub(crate) enum Shared {
+    /// The key holds a completed record (new or earlier): replay it, or refuse a mismatch.
+    Record(Arc<Record>),
+    /// The leader executed but its response is not stored (outcome outside the cache policy,
+    /// or the store write failed): followers get a copy, marked as a replay.
+    Response(Arc<StoredResponse>),
+    /// The key is held elsewhere and the route does not wait, or the key was released with
+    /// nothing to share: the follower answers as if it found the key in flight.
+    Busy,
+    /// The engine's answer for every duplicate.
+    Failed(IdempotencyError),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum State {
+    /// The leader is asking the store; a completed record may still turn up.
+    Claiming,
+    /// The handler is running.
+    Running,
+    /// Final.
+    Done(Shared),
+}
+
+pub(crate) struct Flight {
+    pub(crate) fingerprint: Fingerprint,
+    state: watch::Sender<State>,
+}
+
+impl Flight {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<State> {
+        self.state.subscribe()
+    }
+}
+
+/// The map of running keys of one [`crate::Idempotency`].
+#[derive(Default, Clone)]
+pub(crate) struct Flights {
+    map: Arc<DashMap<RecordKey, Arc<Flight>>>,
+}
+
+pub(crate) enum Role {
+    Leader(LeaderGuard),
+    Follower(Arc<Flight>),
+}
+
+impl Flights {
+    /// Leads `key` if nobody in this process does, else follows the current leader.
+    pub(crate) fn join(&self, key: &RecordKey, fingerprint: Fingerprint) -> Role {
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(running) => Role::Follower(Arc::clone(running.get())),
+            Entry::Vacant(vacant) => {
+                let (state, _) = watch::channel(State::Claiming);
+                let flight = Arc::new(Flight { fingerprint, state });
+                vacant.insert(Arc::clone(&flight));
+                Role::Leader(LeaderGuard { flights: self.clone(), key: key.clone(), flight, published: false })
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Held by the one execution of a key in this process.
+pub(crate) struct LeaderGuard {
+    flights: Flights,
+    key: RecordKey,
+    flight: Arc<Flight>,
+    published: bool,
+}
+
+impl LeaderGuard {
+    /// Marks the handler as running (followers that do not wait answer "in flight" from now).
+    pub(crate) fn running(&self) {
+        self.flight.state.send_replace(State::Running);
+    }
+
+    /// Publishes the outcome and leaves the map; later arrivals go to the store.
+    pub(crate) fn publish(mut self, shared: Shared) {
+        self.finish(shared);
+    }
+
+    fn finish(&mut self, shared: Shared) {
+        if self.published {
+            return;
+        }
+        self.published = true;
+        self.flights.map.remove_if(&self.key, |_, flight| Arc::ptr_eq(flight, &self.flight));
+        self.flight.state.send_replace(State::Done(shared));
+    }
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        self.finish(Shared::Failed(IdempotencyError::HandlerFailed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> RecordKey {
+        RecordKey::new("", None, "k", None)
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_answers_its_followers() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else { panic!("first joins lead") };
+        let Role::Follower(flight) = flights.join(&key(), Fingerprint([0; 32])) else { panic!("second follows") };
+        let mut state = flight.subscribe();
+        drop(leader);
+        let done = state.wait_for(|s| matches!(s, State::Done(_))).await.unwrap().clone();
+        assert!(matches!(done, State::Done(Shared::Failed(IdempotencyError::HandlerFailed))));
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_published_key_is_led_again() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else { panic!() };
+        leader.publish(Shared::Busy);
+        assert!(matches!(flights.join(&key(), Fingerprint([0; 32])), Role::Leader(_)));
+    }
+}

@@ -1,0 +1,135 @@
+//! Reading and validating the idempotency key from request headers.
+//!
+//! A key is 1–255 printable ASCII characters, sent bare (`Idempotency-Key: abc`) or as an
+//! RFC 8941 structured-field string (`Idempotency-Key: "abc"`), which is unquoted and unescaped.
+
+use std::borrow::Cow;
+
+use actix_web::http::header::{HeaderMap, HeaderName};
+
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Why a key header was refused (400 `idempotency_key_invalid`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The header appeared more than once.
+    #[error("the key header was sent more than once")]
+    Repeated,
+    /// Longer than [`MAX_KEY_LEN`].
+    #[error("the key is longer than {MAX_KEY_LEN} characters")]
+    TooLong,
+    /// A control or non-ASCII character.
+    #[error("the key may contain only printable ASCII characters")]
+    BadCharacter,
+    /// A quoted value that is not a valid structured-field string.
+    #[error("the quoted key is not a valid structured-field string")]
+    BadQuoting,
+}
+
+/// The key of a request: `Ok(None)` when absent, empty or whitespace-only.
+pub fn from_headers<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<Cow<'a, str>>, KeyError> {
+    let mut values = headers.get_all(name);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(KeyError::Repeated);
+    }
+    parse(value.as_bytes())
+}
+
+/// Parses one header value (also used for keys taken from a JSON body).
+pub fn parse(raw: &[u8]) -> Result<Option<Cow<'_, str>>, KeyError> {
+    let trimmed = raw.trim_ascii();
+    let key = match trimmed {
+        [b'"', inner @ .., b'"'] => Cow::Owned(unquote(inner)?),
+        [b'"', ..] => return Err(KeyError::BadQuoting),
+        bare => Cow::Borrowed(printable(bare)?),
+    };
+    if key.trim().is_empty() {
+        return Ok(None);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong);
+    }
+    Ok(Some(key))
+}
+
+fn printable(bytes: &[u8]) -> Result<&str, KeyError> {
+    if bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        // Printable ASCII is valid UTF-8.
+        Ok(std::str::from_utf8(bytes).map_err(|_| KeyError::BadCharacter)?)
+    } else {
+        Err(KeyError::BadCharacter)
+    }
+}
+
+/// RFC 8941 §3.3.3: inside the quotes, `\"` and `\\` are the only escapes and a bare `"` ends
+/// the string.
+fn unquote(inner: &[u8]) -> Result<String, KeyError> {
+    let mut out = String::with_capacity(inner.len());
+    let mut bytes = inner.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'\\' => match bytes.next() {
+                Some(&escaped @ (b'"' | b'\\')) => out.push(char::from(escaped)),
+                _ => return Err(KeyError::BadQuoting),
+            },
+            b'"' => return Err(KeyError::BadQuoting),
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => return Err(KeyError::BadCharacter),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(raw: &str) -> Result<Option<String>, KeyError> {
+        parse(raw.as_bytes()).map(|k| k.map(Cow::into_owned))
+    }
+
+    #[test]
+    fn bare_and_quoted_keys_are_the_same_key() {
+        assert_eq!(key("abc-123").unwrap().as_deref(), Some("abc-123"));
+        assert_eq!(key("\"abc-123\"").unwrap().as_deref(), Some("abc-123"));
+        assert_eq!(key("  abc  ").unwrap().as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn quoted_keys_are_unescaped() {
+        assert_eq!(key(r#""a\"b\\c""#).unwrap().as_deref(), Some(r#"a"b\c"#));
+        assert_eq!(key(r#""a\nb""#), Err(KeyError::BadQuoting));
+        assert_eq!(key(r#""a"b""#), Err(KeyError::BadQuoting));
+        assert_eq!(key(r#""abc"#), Err(KeyError::BadQuoting));
+    }
+
+    #[test]
+    fn empty_and_blank_keys_are_absent() {
+        assert_eq!(key(""), Ok(None));
+        assert_eq!(key("   "), Ok(None));
+        assert_eq!(key("\"\""), Ok(None));
+        assert_eq!(key("\"  \""), Ok(None));
+    }
+
+    #[test]
+    fn long_control_and_non_ascii_keys_are_invalid() {
+        assert_eq!(key(&"k".repeat(255)).unwrap().map(|k| k.len()), Some(255));
+        assert_eq!(key(&"k".repeat(256)), Err(KeyError::TooLong));
+        assert_eq!(key("a\tb"), Err(KeyError::BadCharacter));
+        assert_eq!(parse(b"caf\xc3\xa9"), Err(KeyError::BadCharacter));
+        assert_eq!(parse(b"a\x7fb"), Err(KeyError::BadCharacter));
+    }
+
+    #[test]
+    fn a_repeated_header_is_invalid() {
+        let name = HeaderName::from_static("idempotency-key");
+        let mut headers = HeaderMap::new();
+        headers.append(name.clone(), "a".parse().unwrap());
+        headers.append(name.clone(), "b".parse().unwrap());
+        assert_eq!(from_headers(&headers, &name), Err(KeyError::Repeated));
+    }
+}

@@ -1,0 +1,55 @@
+//! The runtime of [`idempotent-actix`](https://docs.rs/idempotent-actix): configuration, key
+//! and scope extraction, fingerprinting, stores, single flight, response capture and replay.
+//!
+//! Use it through the `idempotent-actix` crate, which re-exports everything public here next
+//! to the `#[idempotent]` attribute.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`route`] | what one `#[idempotent(...)]` asked for |
+//! | [`config`] | the app-wide [`Idempotency`] value |
+//! | [`key`] | reading and validating the key header |
+//! | [`fingerprint`] | SHA-256 of method, path, query and body |
+//! | [`store`] | the [`Store`] trait, its contract and the backends |
+//! | [`engine`] | what happens to a keyed request, and to its duplicates |
+//! | [`error`] | every answer the engine gives instead of the handler |
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod fingerprint;
+mod flight;
+pub mod key;
+pub mod record;
+mod replay;
+pub mod route;
+pub mod store;
+
+pub use config::{Idempotency, IdempotencyBuilder, Stats};
+pub use error::IdempotencyError;
+pub use fingerprint::Fingerprint;
+pub use record::{Completion, Record, StoredResponse};
+pub use route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
+pub use store::{Claim, FencingToken, Lookup, MemoryStore, RecordKey, Store, StoreError};
+
+/// What generated code uses. Not public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::engine::handle;
+    pub use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
+    pub use actix_web::dev::Payload as DevPayload;
+    pub use actix_web::web::Payload;
+    pub use actix_web::{FromRequest, HttpRequest, HttpResponse};
+
+    /// The response an extractor's error produces, as actix-web would send it.
+    pub fn extractor_error(error: impl Into<actix_web::Error>, _req: &HttpRequest) -> HttpResponse {
+        let error: actix_web::Error = error.into();
+        error.error_response()
+    }
+
+    /// The handler's output as a response.
+    pub fn respond<R: actix_web::Responder>(output: R, req: &HttpRequest) -> HttpResponse {
+        output.respond_to(req).map_into_boxed_body()
+    }
+}

@@ -1,0 +1,233 @@
+//! The in-process store: completed records in a moka cache bounded in bytes, claims in a
+//! sharded map.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use moka::Expiry;
+use tokio::sync::Notify;
+
+use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
+use crate::fingerprint::Fingerprint;
+use crate::record::Record;
+
+/// Bookkeeping moka and this store spend per record beyond its headers and body, measured:
+/// counted in the weight so a byte capacity bounds real memory, not only payloads.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// Default capacity: 64 MiB of records.
+const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// The in-process store (the default): one process, tests and development.
+///
+/// Completed records live in a [moka](https://docs.rs/moka) cache with a per-entry ttl and a
+/// capacity in bytes (headers + body + a fixed per-entry cost). When full, the least recently
+/// used record is evicted (LRU, so a just-stored response is never the one refused). Evicting a
+/// record before its ttl means a retry of that key runs again: every such eviction is counted
+/// ([`MemoryStore::evicted_live_records`]) and logged. Size the capacity for your traffic.
+///
+/// Clones share the same records.
+///
+/// ```
+/// use idempotent_runtime::MemoryStore;
+///
+/// let store = MemoryStore::with_capacity(256 * 1024 * 1024);
+/// assert_eq!(store.evicted_live_records(), 0);
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    completed: Cache<RecordKey, Arc<Completed>>,
+    claims: DashMap<RecordKey, Claimed>,
+    next_token: AtomicU64,
+    evicted: Arc<AtomicU64>,
+    changed: Notify,
+}
+
+struct Completed {
+    record: Arc<Record>,
+    ttl: Duration,
+}
+
+struct Claimed {
+    token: FencingToken,
+    fingerprint: Fingerprint,
+    lease_until: Instant,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<RecordKey, Arc<Completed>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &RecordKey, value: &Arc<Completed>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity_bytes` of records (headers, bodies and a fixed
+    /// per-record cost of about 256 bytes).
+    pub fn with_capacity(capacity_bytes: u64) -> Self {
+        let evicted = Arc::new(AtomicU64::new(0));
+        let on_evict = Arc::clone(&evicted);
+        let completed = Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|key: &RecordKey, value: &Arc<Completed>| {
+                let weight = key.as_str().len() + value.record.payload_len() + ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |key, _, cause| {
+                if cause == RemovalCause::Size {
+                    on_evict.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?key, "idempotency record evicted before its ttl: a retry of this key will run again");
+                }
+            })
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                completed,
+                claims: DashMap::new(),
+                next_token: AtomicU64::new(1),
+                evicted,
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// How many records were evicted for lack of space before their ttl ran out.
+    pub fn evicted_live_records(&self) -> u64 {
+        self.inner.completed.run_pending_tasks();
+        self.inner.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Completed records currently held (exact: runs moka's pending maintenance first).
+    pub fn record_count(&self) -> u64 {
+        self.inner.completed.run_pending_tasks();
+        self.inner.completed.entry_count()
+    }
+
+    /// Bytes currently accounted to completed records.
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.completed.run_pending_tasks();
+        self.inner.completed.weighted_size()
+    }
+
+    fn completed(&self, key: &RecordKey) -> Option<Arc<Record>> {
+        self.inner.completed.get(key).map(|c| Arc::clone(&c.record))
+    }
+
+    /// Runs `f` on the claim if `token` still holds it; `false` otherwise.
+    fn with_claim(&self, key: &RecordKey, token: FencingToken, f: impl FnOnce(Entry<'_, RecordKey, Claimed>)) -> bool {
+        match self.inner.claims.entry(key.clone()) {
+            Entry::Occupied(claim) if claim.get().token == token => {
+                f(Entry::Occupied(claim));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        if let Some(record) = self.completed(key) {
+            return Ok(Claim::Completed(record));
+        }
+        let now = Instant::now();
+        // The shard lock orders this claim against `complete`, which stores the record before
+        // it removes the claim: a vacant slot re-checks the records under the lock.
+        let claim = match self.inner.claims.entry(key.clone()) {
+            Entry::Occupied(held) if held.get().lease_until > now => Claim::InFlight { fingerprint: held.get().fingerprint },
+            entry => {
+                if let Some(record) = self.completed(key) {
+                    return Ok(Claim::Completed(record));
+                }
+                let token = FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
+                let claimed = Claimed { token, fingerprint, lease_until: now + lease };
+                match entry {
+                    Entry::Occupied(mut lapsed) => {
+                        lapsed.insert(claimed);
+                    }
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(claimed);
+                    }
+                }
+                Claim::Acquired(token)
+            }
+        };
+        Ok(claim)
+    }
+
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
+        Ok(self.with_claim(key, token, |claim| {
+            if let Entry::Occupied(mut claim) = claim {
+                claim.get_mut().lease_until = Instant::now() + lease;
+            }
+        }))
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let held = self.with_claim(key, token, |claim| {
+            inner.completed.insert(key.clone(), Arc::new(Completed { record, ttl }));
+            if let Entry::Occupied(claim) = claim {
+                claim.remove();
+            }
+        });
+        inner.changed.notify_waiters();
+        Ok(held)
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
+        let released = self.with_claim(key, token, |claim| {
+            if let Entry::Occupied(claim) = claim {
+                claim.remove();
+            }
+        });
+        self.inner.changed.notify_waiters();
+        Ok(released)
+    }
+
+    async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
+        if let Some(record) = self.completed(key) {
+            return Ok(Lookup::Completed(record));
+        }
+        let lookup = match self.inner.claims.get(key) {
+            Some(claim) if claim.lease_until > Instant::now() => Lookup::InFlight { fingerprint: claim.fingerprint },
+            _ => self.completed(key).map_or(Lookup::Absent, Lookup::Completed),
+        };
+        Ok(lookup)
+    }
+
+    async fn wait_for_change(&self, _key: &RecordKey, timeout: Duration) -> Result<(), StoreError> {
+        let _ = tokio::time::timeout(timeout, self.inner.changed.notified()).await;
+        Ok(())
+    }
+
+    fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
+        self.completed(key)
+    }
+}

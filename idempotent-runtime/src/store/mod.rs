@@ -1,0 +1,167 @@
+//! Where records live: the [`Store`] trait, its contract, and the backends.
+//!
+//! # Contract
+//!
+//! A store keeps, per [`RecordKey`], either nothing, an in-flight claim (fingerprint, fencing
+//! token, lease deadline) or a completed [`Record`] with an expiry. Every backend must provide:
+//!
+//! - **Atomic claim**: of any number of concurrent [`Store::claim`] calls on an absent key, in
+//!   any number of processes, exactly one gets [`Claim::Acquired`]. No read-then-write races.
+//! - **Leases**: a claim whose lease lapsed (its holder died) may be taken over by a new claim,
+//!   which gets a new, larger fencing token. [`Store::renew`] extends a live claim.
+//! - **Fencing**: [`Store::complete`], [`Store::renew`] and [`Store::release`] act only if the
+//!   token still holds the claim; a stale token changes nothing and gets `Ok(false)`.
+//! - **Expiry**: a completed record is never returned after its ttl; the key is then absent.
+//! - **Waiting**: [`Store::wait_for_change`] returns when the key may have changed, or after its
+//!   timeout at the latest; callers re-read with [`Store::lookup`].
+//!
+//! `tests/conformance.rs` checks all of this for every backend.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use memory::MemoryStore;
+
+use crate::fingerprint::Fingerprint;
+use crate::record::{DecodeError, Record};
+
+/// The identity of a record: namespace, scope and key (and, for `on_mismatch = "execute"`, the
+/// fingerprint), encoded injectively into one string.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RecordKey(Arc<str>);
+
+impl RecordKey {
+    /// Builds the identity. `tenant` is `None` for global scope; `variant` is the fingerprint
+    /// when a mismatched request counts as a distinct request.
+    pub fn new(namespace: &str, tenant: Option<&str>, key: &str, variant: Option<&Fingerprint>) -> Self {
+        use std::fmt::Write;
+        let mut id = String::with_capacity(namespace.len() + key.len() + 16 + tenant.map_or(0, str::len));
+        id.push_str(namespace);
+        // Length prefixes keep (tenant "a:b", key "c") apart from (tenant "a", key "b:c").
+        match tenant {
+            Some(tenant) => {
+                let _ = write!(id, "t{}:{tenant}", tenant.len());
+            }
+            None => id.push('g'),
+        }
+        let _ = write!(id, ":{}:{key}", key.len());
+        if let Some(fingerprint) = variant {
+            id.push('#');
+            id.push_str(&fingerprint.to_hex());
+        }
+        Self(id.into())
+    }
+
+    /// The encoded identity; stores use it as (part of) their key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RecordKey {
+    /// Keys are bearer-like secrets in global scope: logs see only a short hash.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.0.hash(&mut hasher);
+        write!(f, "RecordKey({:016x})", hasher.finish())
+    }
+}
+
+/// A claim's fencing token: strictly larger for each new claim of the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(pub u64);
+
+/// The answer to [`Store::claim`].
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The caller holds the key and must run the handler, then complete or release.
+    Acquired(FencingToken),
+    /// Another execution holds the key; its fingerprint tells a duplicate from a mismatch.
+    InFlight {
+        /// Fingerprint of the running request.
+        fingerprint: Fingerprint,
+    },
+    /// The key completed earlier.
+    Completed(Arc<Record>),
+}
+
+/// The answer to [`Store::lookup`].
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Nothing is known about the key (never used, released, expired, or its lease lapsed).
+    Absent,
+    /// An execution holds the key.
+    InFlight {
+        /// Fingerprint of the running request.
+        fingerprint: Fingerprint,
+    },
+    /// The key completed.
+    Completed(Arc<Record>),
+}
+
+/// A store failure; the engine fails closed (503) or open, as configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or refused the operation.
+    #[error("idempotency store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The call did not finish within the configured store timeout.
+    #[error("idempotency store call timed out after {0:?}")]
+    Timeout(Duration),
+    /// A stored record could not be decoded.
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(error))
+    }
+}
+
+/// A place to keep idempotency records. See the [module documentation](self) for the contract
+/// every implementation must keep.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Atomically claims `key` for one execution, or reports who holds it or what it left.
+    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError>;
+
+    /// Extends the lease of a live claim; `Ok(false)` when `token` no longer holds it.
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Replaces the claim with the completed record, kept for `ttl`; `Ok(false)` (and nothing
+    /// written) when `token` no longer holds the claim.
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Drops the claim so a retry runs again; `Ok(false)` when `token` no longer holds it.
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError>;
+
+    /// Reads the key's state.
+    async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError>;
+
+    /// Returns when `key` may have changed, or after `timeout`. The default sleeps for the
+    /// timeout; backends with notifications return sooner.
+    async fn wait_for_change(&self, key: &RecordKey, timeout: Duration) -> Result<(), StoreError> {
+        let _ = key;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+
+    /// A completed record held in this process, without I/O: the hot replay path. Backends
+    /// without a local copy return `None` (the default).
+    fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
+        let _ = key;
+        None
+    }
+}
