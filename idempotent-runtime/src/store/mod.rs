@@ -15,8 +15,9 @@
 //! - **Waiting**: [`Store::wait_for_change`] returns when the key may have changed, or after its
 //!   timeout at the latest; callers re-read with [`Store::lookup`].
 //!
-//! `tests/conformance.rs` checks all of this for every backend.
+//! [`conformance`] checks all of this; every backend runs it against a real server.
 
+pub mod conformance;
 mod memory;
 
 use std::sync::Arc;

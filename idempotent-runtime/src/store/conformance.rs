@@ -1,0 +1,276 @@
+//! The store conformance suite: the [contract](super) as executable checks.
+//!
+//! Every backend of this crate runs it against a real server; a store of your own can too:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use idempotent_runtime::store::{conformance, MemoryStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! conformance::run_all(Arc::new(MemoryStore::default())).await;
+//! # }
+//! ```
+//!
+//! Each check uses keys of its own under a fresh namespace, so the suite can run repeatedly
+//! against one shared server. A failed check panics with what the contract demands.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+
+use super::{Claim, FencingToken, Lookup, RecordKey, Store};
+use crate::fingerprint::Fingerprint;
+use crate::record::{Completion, Record, StoredResponse};
+
+const LEASE: Duration = Duration::from_secs(30);
+const TTL: Duration = Duration::from_secs(60);
+
+/// Runs every check in turn.
+pub async fn run_all(store: Arc<dyn Store>) {
+    claim_of_an_absent_key_is_acquired(&*store).await;
+    concurrent_claims_have_exactly_one_winner(Arc::clone(&store), 200).await;
+    a_held_key_reports_the_holders_fingerprint(&*store).await;
+    a_completed_record_is_returned_byte_for_byte(&*store).await;
+    a_tombstone_is_kept(&*store).await;
+    release_frees_the_key(&*store).await;
+    a_stale_token_changes_nothing(&*store).await;
+    renewal_keeps_a_claim_alive(&*store).await;
+    a_lapsed_lease_is_taken_over_with_a_larger_token(&*store).await;
+    a_completed_record_expires_after_its_ttl(&*store).await;
+    records_are_isolated_by_scope_and_key(&*store).await;
+    waiting_returns_once_the_key_completes(Arc::clone(&store)).await;
+}
+
+/// A namespace no test has used before.
+pub fn fresh_namespace() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("conformance:{nanos}:{n}:")
+}
+
+/// A key no test has used before.
+pub fn fresh_key(label: &str) -> RecordKey {
+    RecordKey::new(&fresh_namespace(), Some("tenant-a"), label, None)
+}
+
+fn fingerprint(seed: u8) -> Fingerprint {
+    Fingerprint([seed; 32])
+}
+
+fn response_record(seed: u8) -> Arc<Record> {
+    Arc::new(Record {
+        fingerprint: fingerprint(seed),
+        completion: Completion::Response(StoredResponse {
+            status: StatusCode::CREATED,
+            headers: vec![
+                (HeaderName::from_static("location"), HeaderValue::from_static("/orders/1")),
+                (HeaderName::from_static("x-repeated"), HeaderValue::from_static("first")),
+                (HeaderName::from_static("x-repeated"), HeaderValue::from_static("second")),
+            ],
+            body: Bytes::from(vec![seed; 4096]),
+        }),
+    })
+}
+
+async fn acquire(store: &dyn Store, key: &RecordKey, seed: u8, lease: Duration) -> FencingToken {
+    match store.claim(key, fingerprint(seed), lease).await.expect("claim") {
+        Claim::Acquired(token) => token,
+        other => panic!("claim of a free key must be acquired, got {other:?}"),
+    }
+}
+
+async fn lookup(store: &dyn Store, key: &RecordKey) -> Lookup {
+    store.lookup(key).await.expect("lookup")
+}
+
+/// An unused key is acquired, and then looks in flight.
+pub async fn claim_of_an_absent_key_is_acquired(store: &dyn Store) {
+    let key = fresh_key("absent");
+    assert!(matches!(lookup(store, &key).await, Lookup::Absent), "an unused key must be absent");
+    acquire(store, &key, 1, LEASE).await;
+    match lookup(store, &key).await {
+        Lookup::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(1)),
+        other => panic!("a claimed key must be in flight, got {other:?}"),
+    }
+}
+
+/// Of `n` simultaneous claims of one key, exactly one wins.
+pub async fn concurrent_claims_have_exactly_one_winner(store: Arc<dyn Store>, n: usize) {
+    let key = fresh_key("race");
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let claims: Vec<_> = (0..n)
+        .map(|_| {
+            let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.claim(&key, fingerprint(2), LEASE).await.expect("claim")
+            })
+        })
+        .collect();
+    let mut acquired = 0;
+    for claim in claims {
+        match claim.await.expect("claim task") {
+            Claim::Acquired(_) => acquired += 1,
+            Claim::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(2)),
+            Claim::Completed(_) => panic!("nothing completed this key"),
+        }
+    }
+    assert_eq!(acquired, 1, "exactly one of {n} concurrent claims must win");
+}
+
+/// A second claim sees the first claim's fingerprint, so a mismatch can be told apart.
+pub async fn a_held_key_reports_the_holders_fingerprint(store: &dyn Store) {
+    let key = fresh_key("held");
+    acquire(store, &key, 3, LEASE).await;
+    match store.claim(&key, fingerprint(4), LEASE).await.expect("claim") {
+        Claim::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(3)),
+        other => panic!("a held key must be reported in flight, got {other:?}"),
+    }
+}
+
+/// Completing stores the record; later claims and lookups return it unchanged.
+pub async fn a_completed_record_is_returned_byte_for_byte(store: &dyn Store) {
+    let key = fresh_key("complete");
+    let token = acquire(store, &key, 5, LEASE).await;
+    let record = response_record(5);
+    assert!(store.complete(&key, token, Arc::clone(&record), TTL).await.expect("complete"), "holder completes");
+    match store.claim(&key, fingerprint(5), LEASE).await.expect("claim") {
+        Claim::Completed(found) => assert_eq!(*found, *record, "claim must return the stored record unchanged"),
+        other => panic!("a completed key must be reported completed, got {other:?}"),
+    }
+    match lookup(store, &key).await {
+        Lookup::Completed(found) => assert_eq!(*found, *record, "lookup must return the stored record unchanged"),
+        other => panic!("lookup of a completed key, got {other:?}"),
+    }
+}
+
+/// A tombstone (response too large to keep) is a completion like any other.
+pub async fn a_tombstone_is_kept(store: &dyn Store) {
+    let key = fresh_key("tombstone");
+    let token = acquire(store, &key, 6, LEASE).await;
+    let tombstone = Arc::new(Record { fingerprint: fingerprint(6), completion: Completion::Tombstone });
+    assert!(store.complete(&key, token, Arc::clone(&tombstone), TTL).await.expect("complete"));
+    match lookup(store, &key).await {
+        Lookup::Completed(found) => assert_eq!(*found, *tombstone),
+        other => panic!("a tombstoned key must be completed, got {other:?}"),
+    }
+}
+
+/// Releasing lets the next claim run.
+pub async fn release_frees_the_key(store: &dyn Store) {
+    let key = fresh_key("release");
+    let first = acquire(store, &key, 7, LEASE).await;
+    assert!(store.release(&key, first).await.expect("release"), "the holder can release");
+    assert!(matches!(lookup(store, &key).await, Lookup::Absent), "a released key must be absent");
+    let second = acquire(store, &key, 7, LEASE).await;
+    assert!(second > first, "a new claim must carry a larger fencing token");
+}
+
+/// Renew, complete and release with a token that no longer holds the key are refused.
+pub async fn a_stale_token_changes_nothing(store: &dyn Store) {
+    let key = fresh_key("stale");
+    let first = acquire(store, &key, 8, LEASE).await;
+    assert!(store.release(&key, first).await.expect("release"));
+    let second = acquire(store, &key, 9, LEASE).await;
+    assert!(!store.renew(&key, first, LEASE).await.expect("renew"), "a stale token must not renew");
+    assert!(!store.release(&key, first).await.expect("release"), "a stale token must not release");
+    assert!(
+        !store.complete(&key, first, response_record(8), TTL).await.expect("complete"),
+        "a stale token must not complete"
+    );
+    match lookup(store, &key).await {
+        Lookup::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(9), "the current holder keeps the key"),
+        other => panic!("the key must still be held by the new claim, got {other:?}"),
+    }
+    assert!(store.complete(&key, second, response_record(9), TTL).await.expect("complete"));
+}
+
+/// A claim renewed before its lease ends stays held past the original lease.
+pub async fn renewal_keeps_a_claim_alive(store: &dyn Store) {
+    let key = fresh_key("renew");
+    let lease = Duration::from_millis(600);
+    let token = acquire(store, &key, 10, lease).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.renew(&key, token, lease).await.expect("renew"), "the holder can renew");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        matches!(store.claim(&key, fingerprint(10), lease).await.expect("claim"), Claim::InFlight { .. }),
+        "a renewed claim must outlive its first lease"
+    );
+}
+
+/// After a lease lapses (its holder died), a new claim takes over with a larger token, and the
+/// old holder can no longer complete.
+pub async fn a_lapsed_lease_is_taken_over_with_a_larger_token(store: &dyn Store) {
+    let key = fresh_key("lapse");
+    let lease = Duration::from_millis(300);
+    let first = acquire(store, &key, 11, lease).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = acquire(store, &key, 11, LEASE).await;
+    assert!(second > first, "a takeover must carry a larger fencing token");
+    assert!(!store.complete(&key, first, response_record(11), TTL).await.expect("complete"), "fenced out");
+    assert!(store.complete(&key, second, response_record(12), TTL).await.expect("complete"));
+    match lookup(store, &key).await {
+        Lookup::Completed(found) => assert_eq!(*found, *response_record(12), "the takeover's record stands"),
+        other => panic!("expected the takeover's record, got {other:?}"),
+    }
+}
+
+/// A record is gone once its ttl has passed, and the key can be claimed again.
+pub async fn a_completed_record_expires_after_its_ttl(store: &dyn Store) {
+    let key = fresh_key("ttl");
+    let token = acquire(store, &key, 13, LEASE).await;
+    assert!(store.complete(&key, token, response_record(13), Duration::from_secs(1)).await.expect("complete"));
+    assert!(matches!(lookup(store, &key).await, Lookup::Completed(_)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(matches!(lookup(store, &key).await, Lookup::Absent), "an expired record must be absent");
+    assert!(store.cached(&key).is_none(), "an expired record must not be served from a local copy");
+    acquire(store, &key, 13, LEASE).await;
+}
+
+/// The same client key under another tenant or namespace is another record.
+pub async fn records_are_isolated_by_scope_and_key(store: &dyn Store) {
+    let namespace = fresh_namespace();
+    let key = RecordKey::new(&namespace, Some("tenant-a"), "isolated", None);
+    let token = acquire(store, &key, 14, LEASE).await;
+    assert!(store.complete(&key, token, response_record(14), TTL).await.expect("complete"));
+    let others = [
+        RecordKey::new(&namespace, Some("tenant-b"), "isolated", None),
+        RecordKey::new(&namespace, None, "isolated", None),
+        RecordKey::new(&fresh_namespace(), Some("tenant-a"), "isolated", None),
+        RecordKey::new(&namespace, Some("tenant-a"), "isolated", Some(&fingerprint(14))),
+    ];
+    for other in &others {
+        assert!(matches!(lookup(store, other).await, Lookup::Absent), "{other:?} must be another record");
+        acquire(store, other, 14, LEASE).await;
+    }
+}
+
+/// A waiter on a held key sees the completion within a few seconds (at once with
+/// notifications, at the fallback interval otherwise).
+pub async fn waiting_returns_once_the_key_completes(store: Arc<dyn Store>) {
+    let key = fresh_key("wait");
+    let token = acquire(&*store, &key, 15, LEASE).await;
+    let completer = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.complete(&key, token, response_record(15), TTL).await.expect("complete")
+        })
+    };
+    let started = Instant::now();
+    loop {
+        store.wait_for_change(&key, Duration::from_millis(500)).await.expect("wait");
+        if let Lookup::Completed(_) = lookup(&*store, &key).await {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "a waiter must see the completion");
+    }
+    assert!(completer.await.expect("completer"));
+}
