@@ -1,21 +1,102 @@
 //! Safe retries for actix-web write endpoints, with one attribute per handler.
 //!
-//! ```no_run
-//! use actix_web::{post, web, App, HttpResponse, HttpServer};
+//! A client that sends `Idempotency-Key: <k>` on a write and retries after a timeout, a reset
+//! connection or a 502 gets the original response back instead of a second side effect.
+//!
+//! ```
+//! use actix_web::{post, test, web, App, HttpResponse};
 //! use idempotent_actix::idempotent;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! static CHARGES: AtomicUsize = AtomicUsize::new(0);
+//!
+//! #[post("/charges")]
+//! #[idempotent(ttl = "24h")]
+//! async fn charge(amount: web::Json<u64>) -> HttpResponse {
+//!     let n = CHARGES.fetch_add(1, Ordering::SeqCst) + 1;
+//!     HttpResponse::Created().json(serde_json::json!({ "charge": n, "amount": *amount }))
+//! }
+//!
+//! # #[actix_web::main]
+//! # async fn main() {
+//! let app = test::init_service(App::new().service(charge)).await;
+//! let request = || {
+//!     test::TestRequest::post()
+//!         .uri("/charges")
+//!         .insert_header(("Idempotency-Key", "5c1b0f0e-2b7c-4f4e-9d7e-1f6f3c2a9b10"))
+//!         .set_json(500)
+//!         .to_request()
+//! };
+//!
+//! let first = test::call_service(&app, request()).await;
+//! assert_eq!(first.status(), 201);
+//! let first_body = test::read_body(first).await;
+//!
+//! // The retry is answered from the record: same status and body, marked as a replay.
+//! let retry = test::call_service(&app, request()).await;
+//! assert_eq!(retry.headers().get("idempotency-replayed").unwrap(), "true");
+//! assert_eq!(test::read_body(retry).await, first_body);
+//! assert_eq!(CHARGES.load(Ordering::SeqCst), 1);
+//! # }
+//! ```
+//!
+//! # The attribute
+//!
+//! [`#[idempotent(...)]`](idempotent) goes on an `async fn` handler, above or below `#[post]`,
+//! `#[put]`, `#[patch]`, `#[delete]` or `#[route]`, or on a handler registered with
+//! `web::resource(..).route(web::post().to(handler))`. The handler keeps its own extractors
+//! and their limits. Every argument is optional and validated at compile time:
+//!
+//! | argument | values | default | meaning |
+//! |---|---|---|---|
+//! | `ttl` | `"30s"`, `"15m"`, `"24h"`, `"7d"`, `"1h30m"` | `"24h"` | how long a completed response is replayed |
+//! | `scope` | `"global"`, `"tenant"` | `"global"` | key namespace; `"tenant"` uses the app's tenant resolver and rejects requests without a tenant |
+//! | `header` | header name | `"Idempotency-Key"` | where the key comes from |
+//! | `required` | `true`, `false` | `false` | missing key → 400 `idempotency_key_missing` |
+//! | `in_flight` | `"wait"`, `"reject"`, `"accept"` | `"wait"` | a duplicate of a running request waits for its result, gets 409 + `Retry-After`, or gets 202 |
+//! | `on_mismatch` | `"reject"`, `"execute"` | `"reject"` | same key, other request: 409 `idempotency_conflict`, or a distinct request |
+//! | `cache` | `"success"`, `"non-server-error"`, `"all"` | `"success"` | which outcomes are stored; others release the key |
+//! | `fingerprint` | `"body"`, `"json"` | `"body"` | `"json"` canonicalises the body before hashing |
+//! | `key_from` | JSON Pointer | none | key from this body field when the header is absent |
+//! | `crate` | path | `::idempotent_actix` | where generated code finds the runtime |
+//!
+//! # Configuration
+//!
+//! Without configuration a process-wide in-memory store is used. Register one [`Idempotency`]
+//! with `App::app_data` to choose the store, resolve tenants and tune limits:
+//!
+//! ```
+//! use actix_web::{post, test, web, App, HttpResponse};
+//! use idempotent_actix::{idempotent, Idempotency};
 //!
 //! #[post("/orders")]
-//! #[idempotent(ttl = "24h")]
+//! #[idempotent(scope = "tenant")]
 //! async fn create_order(body: web::Bytes) -> HttpResponse {
-//!     // runs at most once per Idempotency-Key while the key is remembered
 //!     HttpResponse::Created().body(body)
 //! }
 //!
-//! #[actix_web::main]
-//! async fn main() -> std::io::Result<()> {
-//!     HttpServer::new(|| App::new().service(create_order)).bind("127.0.0.1:8080")?.run().await
-//! }
+//! # #[actix_web::main]
+//! # async fn main() {
+//! let idempotency = Idempotency::builder().tenant_from_header("X-Tenant-Id").build();
+//! let app = test::init_service(App::new().app_data(idempotency).service(create_order)).await;
+//!
+//! // A tenant-scoped route never falls back to a global key space.
+//! let anonymous = test::TestRequest::post().uri("/orders").insert_header(("Idempotency-Key", "k1")).to_request();
+//! let response = test::call_service(&app, anonymous).await;
+//! assert_eq!(response.status(), 400);
+//! # }
 //! ```
+//!
+//! # Errors
+//!
+//! Answers given instead of the handler are RFC 9457 problem documents with a stable `code`;
+//! see [`IdempotencyError`]. Replace the envelope with
+//! [`IdempotencyBuilder::error_response`].
+//!
+//! # Stores
+//!
+//! [`MemoryStore`] (default); Redis and PostgreSQL behind the `redis` and `postgres` features.
+//! Every store implements [`Store`] and passes [`store::conformance`].
 #![warn(missing_docs)]
 
 pub use idempotent_macros::idempotent;

@@ -1,0 +1,14 @@
+//! The runtime's behaviour through real HTTP: a server bound to 127.0.0.1:0 per test, a real
+//! client, and a count of handler executions.
+
+mod support;
+
+mod cancellation;
+mod concurrency;
+mod errors;
+mod extractors;
+mod keys;
+mod limits;
+mod policies;
+mod replay;
+mod scope;

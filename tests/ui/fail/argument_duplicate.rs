@@ -1,0 +1,12 @@
+use actix_web::{post, App, HttpResponse};
+use idempotent_actix::idempotent;
+
+#[post("/x")]
+#[idempotent(ttl = "1h", scope = "tenant", ttl = "2h")]
+async fn create() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+fn main() {
+    let _ = App::new().service(create);
+}

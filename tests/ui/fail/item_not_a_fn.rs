@@ -1,0 +1,12 @@
+use idempotent_actix::idempotent;
+
+#[idempotent(ttl = "1h")]
+struct Order {
+    id: u64,
+}
+
+fn main() {
+    // The struct is emitted unchanged, so using it adds no error.
+    let order = Order { id: 1 };
+    let _ = order.id;
+}
