@@ -1,42 +1,23 @@
 //! Stage two: raw arguments validated into typed [`Options`], every mistake reported at once.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenTree};
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Ident, Lit, LitStr};
 
 use crate::attr::{RawArg, RawValue};
 use crate::duration;
-
-/// Collects every error of one expansion, so the user sees all of them in one build.
-#[derive(Default)]
-pub struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub fn push(&mut self, span: Span, message: impl std::fmt::Display) {
-        self.push_error(syn::Error::new(span, message));
-    }
-
-    pub fn push_error(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(existing) => existing.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    pub fn finish(self) -> Result<(), syn::Error> {
-        self.0.map_or(Ok(()), Err)
-    }
-}
+use crate::errors::Errors;
 
 /// How duplicates are keyed; mirrors `idempotent_runtime::Scope`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Global,
     Tenant,
 }
 
 /// What a duplicate gets while the first request runs; mirrors `idempotent_runtime::InFlight`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InFlight {
     Wait,
     Reject,
@@ -44,14 +25,14 @@ pub enum InFlight {
 }
 
 /// What a reused key with another request gets; mirrors `idempotent_runtime::OnMismatch`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMismatch {
     Reject,
     Execute,
 }
 
 /// Which outcomes are remembered; mirrors `idempotent_runtime::CachePolicy`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cache {
     Success,
     NonServerError,
@@ -59,7 +40,7 @@ pub enum Cache {
 }
 
 /// How the body enters the fingerprint; mirrors `idempotent_runtime::FingerprintMode`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fingerprint {
     Body,
     Json,
@@ -80,26 +61,43 @@ pub struct Options {
     pub krate: syn::Path,
 }
 
-const ARGUMENTS: &str = "`ttl`, `scope`, `header`, `required`, `in_flight`, `on_mismatch`, `cache`, `fingerprint`, `key_from`, `crate`";
+/// Every argument, in the order the documentation lists them.
+const ARGUMENTS: [&str; 10] = [
+    "ttl",
+    "scope",
+    "header",
+    "required",
+    "in_flight",
+    "on_mismatch",
+    "cache",
+    "fingerprint",
+    "key_from",
+    "crate",
+];
 
 const DEFAULT_TTL_SECONDS: u64 = 24 * 60 * 60;
 
 impl Options {
-    /// Validates every argument and the rules that join them.
-    pub fn from_args(args: Vec<RawArg>) -> Result<Self, syn::Error> {
-        let mut errors = Errors::default();
-        let mut seen: Vec<Ident> = Vec::new();
+    /// Validates every argument and the rules that join them. A mistake is recorded in `errors`
+    /// and its argument keeps its default, so every other argument is still checked.
+    pub fn from_args(args: Vec<RawArg>, errors: &mut Errors) -> Self {
+        let mut seen: Vec<String> = Vec::new();
         let mut builder = Builder::default();
         for arg in args {
-            if seen.contains(&arg.name) {
-                errors.push(arg.name.span(), format!("duplicate argument `{}`", arg.name));
+            let name = arg.name.to_string();
+            if seen.contains(&name) {
+                errors.push(
+                    arg.name.span(),
+                    format!("duplicate argument `{name}`; give each argument once"),
+                );
                 continue;
             }
-            seen.push(arg.name.clone());
-            builder.set(arg, &mut errors);
+            if ARGUMENTS.contains(&name.as_str()) {
+                seen.push(name);
+            }
+            builder.set(arg, errors);
         }
-        let options = builder.build(&mut errors);
-        errors.finish().map(|()| options)
+        builder.build(errors)
     }
 }
 
@@ -124,16 +122,24 @@ impl Builder {
         match name.as_str() {
             "ttl" => self.ttl_seconds = string(&arg, errors).and_then(|s| ttl(&s, errors)),
             "scope" => {
-                self.scope = choice(&arg, errors, &[("global", Scope::Global), ("tenant", Scope::Tenant)])
+                let choices = [("global", Scope::Global), ("tenant", Scope::Tenant)];
+                self.scope = choice(&arg, errors, &choices);
             }
             "header" => self.header = string(&arg, errors).and_then(|s| header(&s, errors)),
             "required" => self.required = boolean(&arg, errors),
             "in_flight" => {
-                let choices = [("wait", InFlight::Wait), ("reject", InFlight::Reject), ("accept", InFlight::Accept)];
+                let choices = [
+                    ("wait", InFlight::Wait),
+                    ("reject", InFlight::Reject),
+                    ("accept", InFlight::Accept),
+                ];
                 self.in_flight = choice(&arg, errors, &choices).map(|c| (c, arg.value_span()));
             }
             "on_mismatch" => {
-                let choices = [("reject", OnMismatch::Reject), ("execute", OnMismatch::Execute)];
+                let choices = [
+                    ("reject", OnMismatch::Reject),
+                    ("execute", OnMismatch::Execute),
+                ];
                 self.on_mismatch = choice(&arg, errors, &choices);
             }
             "cache" => {
@@ -148,22 +154,27 @@ impl Builder {
                 let choices = [("body", Fingerprint::Body), ("json", Fingerprint::Json)];
                 self.fingerprint = choice(&arg, errors, &choices);
             }
-            "key_from" => self.key_from = string(&arg, errors).and_then(|s| json_pointer(&s, errors)),
-            "crate" => {
-                self.krate = string(&arg, errors).and_then(|s| match s.parse::<syn::Path>() {
-                    Ok(path) => Some(path),
-                    Err(_) => {
-                        errors.push(s.span(), format!("`{}` is not a path; expected e.g. `\"::idempotent_actix\"`", s.value()));
-                        None
-                    }
-                })
+            "key_from" => {
+                self.key_from = string(&arg, errors).and_then(|s| json_pointer(&s, errors));
             }
-            _ => errors.push(arg.name.span(), format!("unknown argument `{name}`; expected one of {ARGUMENTS}")),
+            "crate" => self.krate = string(&arg, errors).and_then(|s| crate_path(&s, errors)),
+            _ => {
+                let expected: Vec<String> = ARGUMENTS.iter().map(|a| format!("`{a}`")).collect();
+                errors.push(
+                    arg.name.span(),
+                    format!(
+                        "unknown argument `{name}`; expected one of {}",
+                        expected.join(", ")
+                    ),
+                );
+            }
         }
     }
 
     fn build(self, errors: &mut Errors) -> Options {
-        if let (Some((InFlight::Accept, _)), Some((Cache::All, cache_span))) = (self.in_flight, self.cache) {
+        if let (Some((InFlight::Accept, _)), Some((Cache::All, cache_span))) =
+            (self.in_flight, self.cache)
+        {
             errors.push(
                 cache_span,
                 "`cache = \"all\"` cannot be combined with `in_flight = \"accept\"`: a 202 promises that a retry gets the \
@@ -181,7 +192,9 @@ impl Builder {
             cache: self.cache.map_or(Cache::Success, |(c, _)| c),
             fingerprint: self.fingerprint.unwrap_or(Fingerprint::Body),
             key_from: self.key_from,
-            krate: self.krate.unwrap_or_else(|| syn::parse_quote!(::idempotent_actix)),
+            krate: self
+                .krate
+                .unwrap_or_else(|| syn::parse_quote!(::idempotent_actix)),
         }
     }
 }
@@ -191,15 +204,33 @@ impl RawArg {
         match &self.value {
             RawValue::Lit(lit) => lit.span(),
             RawValue::Other(expr) => expr.span(),
+            RawValue::Missing => self.name.span(),
         }
     }
+}
+
+/// Reports a bare `name` written without `= value`.
+fn missing<T>(arg: &RawArg, errors: &mut Errors) -> Option<T> {
+    errors.push(
+        arg.name.span(),
+        format!("`{}` needs a value, e.g. {}", arg.name, example(&arg.name)),
+    );
+    None
 }
 
 fn string(arg: &RawArg, errors: &mut Errors) -> Option<LitStr> {
     match &arg.value {
         RawValue::Lit(Lit::Str(s)) => Some(s.clone()),
+        RawValue::Missing => missing(arg, errors),
         _ => {
-            errors.push(arg.value_span(), format!("`{}` takes a string literal, e.g. {}", arg.name, example(&arg.name)));
+            errors.push(
+                arg.value_span(),
+                format!(
+                    "`{}` takes a string literal, e.g. {}",
+                    arg.name,
+                    example(&arg.name)
+                ),
+            );
             None
         }
     }
@@ -208,8 +239,12 @@ fn string(arg: &RawArg, errors: &mut Errors) -> Option<LitStr> {
 fn boolean(arg: &RawArg, errors: &mut Errors) -> Option<bool> {
     match &arg.value {
         RawValue::Lit(Lit::Bool(b)) => Some(b.value),
+        RawValue::Missing => missing(arg, errors),
         _ => {
-            errors.push(arg.value_span(), format!("`{}` takes `true` or `false`", arg.name));
+            errors.push(
+                arg.value_span(),
+                format!("`{}` takes `true` or `false`, without quotes", arg.name),
+            );
             None
         }
     }
@@ -221,16 +256,28 @@ fn choice<T: Copy>(arg: &RawArg, errors: &mut Errors, choices: &[(&str, T)]) -> 
     if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value) {
         return Some(*choice);
     }
-    let allowed: Vec<String> = choices.iter().map(|(name, _)| format!("`\"{name}\"`")).collect();
-    errors.push(s.span(), format!("unknown {} `\"{value}\"`; expected one of {}", arg.name, allowed.join(", ")));
+    let allowed: Vec<String> = choices
+        .iter()
+        .map(|(name, _)| format!("`\"{name}\"`"))
+        .collect();
+    errors.push(
+        s.span(),
+        format!(
+            "unknown `{}` value `\"{value}\"`; expected one of {}",
+            arg.name,
+            allowed.join(", ")
+        ),
+    );
     None
 }
 
+/// A valid use of the argument, shown in its errors.
 fn example(name: &Ident) -> &'static str {
     match name.to_string().as_str() {
         "ttl" => "`ttl = \"24h\"`",
         "scope" => "`scope = \"tenant\"`",
         "header" => "`header = \"X-Idempotency-Key\"`",
+        "required" => "`required = true`",
         "in_flight" => "`in_flight = \"reject\"`",
         "on_mismatch" => "`on_mismatch = \"execute\"`",
         "cache" => "`cache = \"non-server-error\"`",
@@ -242,57 +289,364 @@ fn example(name: &Ident) -> &'static str {
 
 fn ttl(s: &LitStr, errors: &mut Errors) -> Option<u64> {
     duration::parse_seconds(&s.value())
-        .map_err(|e| errors.push(s.span(), format!("invalid ttl `\"{}\"`: {e}", s.value())))
+        .map_err(|e| errors.push(s.span(), format!("invalid `ttl = \"{}\"`: {e}", s.value())))
         .ok()
 }
 
-/// A header name is an RFC 9110 token; it is stored lower-cased, as `http` wants it.
+/// A header name is an RFC 9110 token.
 fn header(s: &LitStr, errors: &mut Errors) -> Option<String> {
     let value = s.value();
     let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if value.is_empty() || !value.chars().all(is_tchar) {
         errors.push(
             s.span(),
-            format!("`\"{value}\"` is not a valid header name; expected letters, digits and `-`, e.g. `\"X-Idempotency-Key\"`"),
+            format!(
+                "`\"{value}\"` is not a valid header name; expected letters, digits and `-`, \
+                 e.g. `\"X-Idempotency-Key\"`"
+            ),
         );
         return None;
     }
     Some(value)
 }
 
-/// RFC 6901: empty, or `/`-separated tokens in which `~` is only `~0` or `~1`.
+/// RFC 6901: `/`-separated tokens in which `~` is only `~0` or `~1`. The empty pointer (the
+/// whole body) is refused: a key must be one field.
 fn json_pointer(s: &LitStr, errors: &mut Errors) -> Option<String> {
     let value = s.value();
-    let bad_escape = value.match_indices('~').any(|(i, _)| !matches!(value.as_bytes().get(i + 1), Some(b'0' | b'1')));
+    let bad_escape = value
+        .match_indices('~')
+        .any(|(i, _)| !matches!(value.as_bytes().get(i + 1), Some(b'0' | b'1')));
     if !value.starts_with('/') || bad_escape {
         errors.push(
             s.span(),
-            format!("`\"{value}\"` is not a JSON Pointer; expected a path such as `\"/reference_id\"` or `\"/order/id\"`"),
+            format!(
+                "`\"{value}\"` is not a JSON Pointer to a field; expected e.g. \
+                 `\"/reference_id\"` or `\"/order/id\"`"
+            ),
         );
         return None;
     }
     Some(value)
 }
 
+/// The parsed path keeps the literal's span, so a path that does not resolve is reported there.
+fn crate_path(s: &LitStr, errors: &mut Errors) -> Option<syn::Path> {
+    s.parse::<syn::Path>()
+        .map_err(|_| {
+            errors.push(
+                s.span(),
+                format!(
+                    "`\"{}\"` is not a path; expected the path of the `idempotent_actix` crate, \
+                     e.g. `crate = \"::idempotent_actix\"`",
+                    s.value()
+                ),
+            );
+        })
+        .ok()
+}
+
 /// The item must be an `async fn` without `self`; returns it when it is.
-pub fn handler(item: &syn::Item, errors: &mut Errors) -> Option<syn::ItemFn> {
+pub fn handler(item: syn::Item, errors: &mut Errors) -> Option<syn::ItemFn> {
     let syn::Item::Fn(function) = item else {
-        errors.push(item.span(), "`#[idempotent]` applies to an `async fn` actix-web handler");
+        errors.push(
+            span_after_attributes(&item),
+            "`#[idempotent]` applies only to an `async fn` actix-web handler",
+        );
         return None;
     };
     let signature = &function.sig;
     if signature.asyncness.is_none() {
-        errors.push(signature.fn_token.span, "`#[idempotent]` handlers must be `async fn`");
+        errors.push(
+            signature.fn_token.span,
+            "`#[idempotent]` handlers must be `async fn`; add `async` before `fn`",
+        );
     }
     if let Some(receiver) = signature.receiver() {
         errors.push(
-            receiver.span(),
+            receiver.self_token.span,
             "`#[idempotent]` handlers cannot take `self`; actix-web handlers are free functions, \
              so take state through `web::Data` instead",
         );
     }
     if let Some(variadic) = &signature.variadic {
-        errors.push(variadic.span(), "`#[idempotent]` handlers cannot be variadic");
+        errors.push(
+            variadic.dots.spans[0],
+            "`#[idempotent]` handlers cannot be variadic",
+        );
     }
-    Some(function.clone())
+    Some(function)
+}
+
+/// Where the item itself starts (`struct`, `impl`, `pub`, ...), past its attributes and doc
+/// comments.
+fn span_after_attributes(item: &syn::Item) -> Span {
+    let mut tokens = item.to_token_stream().into_iter();
+    while let Some(token) = tokens.next() {
+        match token {
+            TokenTree::Punct(pound) if pound.as_char() == '#' => {
+                tokens.next(); // the attribute's `[...]`
+            }
+            other => return other.span(),
+        }
+    }
+    item.span()
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::{Delimiter, Group, Literal, TokenStream, TokenTree};
+    use quote::quote;
+
+    use super::*;
+    use crate::attr;
+
+    /// Runs stages one and two on `args`, returning the options and every error message.
+    fn check(args: TokenStream) -> (Options, Vec<String>) {
+        let mut errors = Errors::default();
+        let options = Options::from_args(attr::parse_args(args, &mut errors), &mut errors);
+        let messages = match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        };
+        (options, messages)
+    }
+
+    fn valid(args: TokenStream) -> Options {
+        let (options, errors) = check(args);
+        assert!(errors.is_empty(), "unexpected errors: {errors:?}");
+        options
+    }
+
+    fn errors(args: TokenStream) -> Vec<String> {
+        check(args).1
+    }
+
+    fn path(path: &syn::Path) -> String {
+        path.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn no_arguments_give_the_documented_defaults() {
+        let options = valid(quote!());
+        assert_eq!(options.ttl_seconds, 24 * 60 * 60);
+        assert_eq!(options.scope, Scope::Global);
+        assert_eq!(options.header, "Idempotency-Key");
+        assert!(!options.required);
+        assert_eq!(options.in_flight, InFlight::Wait);
+        assert_eq!(options.on_mismatch, OnMismatch::Reject);
+        assert_eq!(options.cache, Cache::Success);
+        assert_eq!(options.fingerprint, Fingerprint::Body);
+        assert_eq!(options.key_from, None);
+        assert_eq!(path(&options.krate), ":: idempotent_actix");
+    }
+
+    #[test]
+    fn every_argument_is_read() {
+        let options = valid(quote!(
+            ttl = "1h30m",
+            scope = "tenant",
+            header = "X-Event-ID",
+            required = true,
+            in_flight = "reject",
+            on_mismatch = "execute",
+            cache = "non-server-error",
+            fingerprint = "json",
+            key_from = "/order/id",
+            crate = "renamed",
+        ));
+        assert_eq!(options.ttl_seconds, 5_400);
+        assert_eq!(options.scope, Scope::Tenant);
+        assert_eq!(options.header, "X-Event-ID");
+        assert!(options.required);
+        assert_eq!(options.in_flight, InFlight::Reject);
+        assert_eq!(options.on_mismatch, OnMismatch::Execute);
+        assert_eq!(options.cache, Cache::NonServerError);
+        assert_eq!(options.fingerprint, Fingerprint::Json);
+        assert_eq!(options.key_from.as_deref(), Some("/order/id"));
+        assert_eq!(path(&options.krate), "renamed");
+    }
+
+    #[test]
+    fn the_example_in_every_message_is_itself_valid() {
+        for name in ARGUMENTS {
+            let example = example(&Ident::new(name, Span::call_site()));
+            let args: TokenStream = example.trim_matches('`').parse().unwrap();
+            valid(args);
+        }
+    }
+
+    #[test]
+    fn a_zero_ttl_and_its_duplicate_are_both_reported() {
+        assert_eq!(
+            errors(quote!(ttl = "0s", ttl = "1h")),
+            [
+                "invalid `ttl = \"0s\"`: duration must be greater than zero, e.g. `\"30s\"`",
+                "duplicate argument `ttl`; give each argument once",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_argument_does_not_hide_the_next_one() {
+        assert_eq!(
+            errors(quote!(ttl: "1h", scope = "user")),
+            [
+                "expected `=` and a value after `ttl`",
+                "unknown `scope` value `\"user\"`; expected one of `\"global\"`, `\"tenant\"`",
+            ]
+        );
+        assert_eq!(
+            errors(quote!(required, cache = "all", in_flight = "accept")),
+            [
+                "`required` needs a value, e.g. `required = true`",
+                "`cache = \"all\"` cannot be combined with `in_flight = \"accept\"`: a 202 promises that a retry gets \
+                 the outcome, and storing server errors would make a transient failure that outcome for the whole \
+                 ttl; use `cache = \"success\"` or `cache = \"non-server-error\"`",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_separators_and_values_are_reported() {
+        assert_eq!(
+            errors(quote!(ttl = "1h" scope = "tenant")),
+            ["expected `,` between arguments"]
+        );
+        assert_eq!(errors(quote!(ttl =)), ["expected a value after `ttl =`"]);
+        assert_eq!(
+            errors(quote!(ttl = "1h",, scope = "tenant")),
+            ["expected an argument before `,`"]
+        );
+        assert_eq!(
+            errors(quote!("ttl" = "1h")),
+            ["expected an argument, e.g. `ttl = \"24h\"`"]
+        );
+    }
+
+    #[test]
+    fn a_trailing_comma_is_accepted() {
+        assert_eq!(valid(quote!(scope = "tenant",)).scope, Scope::Tenant);
+    }
+
+    #[test]
+    fn an_unknown_argument_lists_the_known_ones_and_is_never_a_duplicate() {
+        assert_eq!(
+            errors(quote!(ttll = "1h", ttll = "2h")),
+            [
+                "unknown argument `ttll`; expected one of `ttl`, `scope`, `header`, `required`, `in_flight`, \
+                 `on_mismatch`, `cache`, `fingerprint`, `key_from`, `crate`";
+                2
+            ]
+        );
+    }
+
+    #[test]
+    fn values_of_the_wrong_kind_are_reported_with_an_example() {
+        assert_eq!(
+            errors(quote!(ttl = 30, required = "yes", scope = tenant)),
+            [
+                "`ttl` takes a string literal, e.g. `ttl = \"24h\"`",
+                "`required` takes `true` or `false`, without quotes",
+                "`scope` takes a string literal, e.g. `scope = \"tenant\"`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_from_a_macro_rules_fragment_is_unwrapped() {
+        // `$ttl:expr` reaches the attribute as a literal inside an invisible group.
+        let grouped = Group::new(
+            Delimiter::None,
+            TokenTree::Literal(Literal::string("15m")).into(),
+        );
+        assert_eq!(valid(quote!(ttl = #grouped)).ttl_seconds, 900);
+    }
+
+    #[test]
+    fn header_names_must_be_tokens() {
+        assert_eq!(
+            errors(quote!(header = "Idempotency Key")),
+            [
+                "`\"Idempotency Key\"` is not a valid header name; expected letters, digits and `-`, \
+                 e.g. `\"X-Idempotency-Key\"`"
+            ]
+        );
+        assert_eq!(errors(quote!(header = "")).len(), 1);
+    }
+
+    #[test]
+    fn key_from_must_be_a_json_pointer_to_a_field() {
+        assert_eq!(
+            valid(quote!(key_from = "/a~1b/c~0d")).key_from.as_deref(),
+            Some("/a~1b/c~0d")
+        );
+        for pointer in ["reference_id", "", "/a~2b", "/a~"] {
+            assert_eq!(
+                errors(quote!(key_from = #pointer)),
+                [format!(
+                    "`\"{pointer}\"` is not a JSON Pointer to a field; expected e.g. \
+                     `\"/reference_id\"` or `\"/order/id\"`"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn crate_must_be_a_path() {
+        assert_eq!(
+            path(&valid(quote!(crate = "crate::reexports::idempotency")).krate),
+            "crate :: reexports :: idempotency"
+        );
+        assert_eq!(
+            errors(quote!(crate = "idempotent actix")),
+            [
+                "`\"idempotent actix\"` is not a path; expected the path of the `idempotent_actix` crate, \
+                 e.g. `crate = \"::idempotent_actix\"`"
+            ]
+        );
+    }
+
+    #[test]
+    fn accept_in_flight_allows_the_other_cache_policies() {
+        for cache in ["success", "non-server-error"] {
+            valid(quote!(in_flight = "accept", cache = #cache));
+        }
+    }
+
+    fn item_errors(item: syn::Item) -> Vec<String> {
+        let mut errors = Errors::default();
+        handler(item, &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_handler_is_an_async_fn_without_self() {
+        assert!(item_errors(syn::parse_quote!(
+            async fn create(body: Bytes) -> HttpResponse {}
+        ))
+        .is_empty());
+        assert_eq!(
+            item_errors(syn::parse_quote!(
+                fn create() {}
+            )),
+            ["`#[idempotent]` handlers must be `async fn`; add `async` before `fn`"]
+        );
+        assert_eq!(
+            item_errors(syn::parse_quote!(
+                struct Order;
+            )),
+            ["`#[idempotent]` applies only to an `async fn` actix-web handler"]
+        );
+        assert_eq!(
+            item_errors(syn::parse_quote!(
+                fn create(&self) {}
+            ))
+            .len(),
+            2
+        );
+    }
 }

@@ -13,14 +13,22 @@ pub enum DurationError {
 
 impl std::fmt::Display for DurationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const ALLOWED: &str = "expected a number followed by `s`, `m`, `h` or `d`, e.g. `\"30s\"`, `\"24h\"` or `\"1h30m\"`";
+        const ALLOWED: &str = "expected a number followed by `s`, `m`, `h` or `d`, \
+                               e.g. `\"30s\"`, `\"24h\"` or `\"1h30m\"`";
         match self {
             Self::Empty => write!(f, "empty duration; {ALLOWED}"),
-            Self::MissingNumber(unit) => write!(f, "unit `{unit}` has no number before it; {ALLOWED}"),
-            Self::MissingUnit(n) => write!(f, "`{n}` has no unit; {ALLOWED}"),
+            Self::MissingNumber(unit) => {
+                write!(f, "unit `{unit}` has no number before it; {ALLOWED}")
+            }
+            Self::MissingUnit(n) => {
+                write!(
+                    f,
+                    "`{n}` has no unit; expected e.g. `\"{n}s\"` or `\"{n}m\"`"
+                )
+            }
             Self::UnknownUnit(unit) => write!(f, "unknown unit `{unit}`; {ALLOWED}"),
-            Self::Zero => write!(f, "duration must be greater than zero"),
-            Self::TooLong => write!(f, "duration is too long; at most 365 days are allowed"),
+            Self::Zero => write!(f, "duration must be greater than zero, e.g. `\"30s\"`"),
+            Self::TooLong => write!(f, "duration must be at most 365 days (`\"365d\"`)"),
         }
     }
 }
@@ -94,6 +102,9 @@ mod tests {
     #[test]
     fn refuses_overflow_and_more_than_a_year() {
         assert_eq!(parse_seconds("366d"), Err(DurationError::TooLong));
-        assert_eq!(parse_seconds("99999999999999999999s"), Err(DurationError::TooLong));
+        assert_eq!(
+            parse_seconds("99999999999999999999s"),
+            Err(DurationError::TooLong)
+        );
     }
 }

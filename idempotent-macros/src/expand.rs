@@ -20,25 +20,22 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::attr;
-use crate::check::{self, Cache, Errors, Fingerprint, InFlight, OnMismatch, Options, Scope};
+use crate::check::{self, Cache, Fingerprint, InFlight, OnMismatch, Options, Scope};
+use crate::errors::Errors;
 
 /// Entry point: on any error, the user's item comes back unchanged next to the errors, so
-/// `#[post]` and `.service(handler)` keep compiling and only the real mistake is shown.
+/// `#[post]` and `.service(handler)` keep compiling and only the real mistakes are shown.
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item_ast = match syn::parse2::<syn::Item>(item.clone()) {
-        Ok(ast) => ast,
-        Err(error) => return with_errors(item, error),
-    };
     let mut errors = Errors::default();
-    let options = attr::parse_args(args)
-        .and_then(Options::from_args)
+    let options = Options::from_args(attr::parse_args(args, &mut errors), &mut errors);
+    let function = syn::parse2::<syn::Item>(item.clone())
         .map_err(|e| errors.push_error(e))
-        .ok();
-    let function = check::handler(&item_ast, &mut errors);
-    match (errors.finish(), options, function) {
-        (Ok(()), Some(options), Some(function)) => rewrite(&options, function),
-        (Err(error), ..) => with_errors(item, error),
-        _ => unreachable!("every missing part records an error"),
+        .ok()
+        .and_then(|ast| check::handler(ast, &mut errors));
+    match (errors.finish(), function) {
+        (Ok(()), Some(function)) => rewrite(&options, function),
+        (Err(error), _) => with_errors(item, error),
+        (Ok(()), None) => unreachable!("a missing handler always records an error"),
     }
 }
 
@@ -50,7 +47,12 @@ fn with_errors(item: TokenStream, error: syn::Error) -> TokenStream {
 fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
     let krate = &options.krate;
     let private = quote!(#krate::__private);
-    let syn::ItemFn { attrs, vis, sig, block } = function;
+    let syn::ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
     let name = &sig.ident;
     let (impl_generics, _, where_clause) = sig.generics.split_for_impl();
 
@@ -65,20 +67,34 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
             syn::FnArg::Receiver(_) => None,
         })
         .collect();
-    let arg_names: Vec<syn::Ident> = (0..args.len()).map(|i| format_ident!("__idempotent_arg{i}")).collect();
+    let arg_names: Vec<syn::Ident> = (0..args.len())
+        .map(|i| format_ident!("__idempotent_arg{i}"))
+        .collect();
+    // Generated locals are always written with the macro's own span, even inside code spanned
+    // with the user's tokens: a handler written by a `macro_rules!` gives those tokens another
+    // hygiene context, in which the locals would not resolve.
+    let request = quote!(__idempotent_request);
+    let payload = quote!(__idempotent_payload);
     let extractions = args.iter().zip(&arg_names).map(|(arg, binding)| {
-        let ty = &arg.ty;
         // Spanned with the argument's type, so "not an extractor" lands on the user's type.
+        let ty = &arg.ty;
         quote_spanned! {ty.span()=>
-            let #binding = match <#ty as #private::FromRequest>::from_request(
-                &__idempotent_request,
-                &mut __idempotent_payload,
-            ).await {
+            let #binding = match <#ty as #private::FromRequest>::from_request(&#request, &mut #payload).await {
                 ::core::result::Result::Ok(value) => value,
-                ::core::result::Result::Err(error) => return #private::extractor_error(error, &__idempotent_request),
+                ::core::result::Result::Err(error) => {
+                    return #private::extractor_error(error, &#request);
+                }
             };
         }
     });
+    // Spanned with the return type, so "not a responder" lands on the user's signature.
+    let output_span = match &sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => sig.paren_token.span.close(),
+    };
+    let respond = quote_spanned! {output_span=>
+        #private::respond(__idempotent_handler(#(#arg_names),*).await, &#request)
+    };
     let route_options = route_options(options, name);
 
     quote! {
@@ -87,7 +103,9 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
             __idempotent_request: #private::HttpRequest,
             __idempotent_payload: #private::Payload,
         ) -> #private::HttpResponse #where_clause {
-            #[allow(clippy::too_many_arguments)]
+            // A handler takes one argument per extractor (up to 16) and must be `async` even when
+            // it awaits nothing; clippy spares the original, which actix-web takes as a value.
+            #[allow(clippy::too_many_arguments, clippy::unused_async)]
             #inner_sig #block
 
             static __IDEMPOTENT_ROUTE: #private::Route = #private::Route::new(#route_options);
@@ -98,8 +116,7 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
                 __idempotent_payload,
                 move |__idempotent_request: #private::HttpRequest, mut __idempotent_payload: #private::DevPayload| async move {
                     #(#extractions)*
-                    let __idempotent_output = __idempotent_handler(#(#arg_names),*).await;
-                    #private::respond(__idempotent_output, &__idempotent_request)
+                    #respond
                 },
             )
             .await

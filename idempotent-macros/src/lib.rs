@@ -5,14 +5,15 @@
 //! `idempotent-runtime`, reached through `idempotent_actix::__private` (or the path given with
 //! `crate = "..."`).
 //!
-//! The attribute works in three stages, one module each: [`attr`] parses the arguments into a raw
-//! model that keeps every token's span, [`check`] validates them into typed [`check::Options`]
-//! (reporting every mistake at once), and [`expand`] writes the rewritten handler from the typed
-//! model only.
+//! The attribute works in three stages, one private module each: `attr` parses the arguments
+//! into a raw model that keeps every token's span, `check` validates them into typed `Options`
+//! (reporting every mistake at once, collected in `errors::Errors`), and `expand` writes the
+//! rewritten handler from the typed model only.
 
 mod attr;
 mod check;
 mod duration;
+mod errors;
 mod expand;
 
 use proc_macro::TokenStream;

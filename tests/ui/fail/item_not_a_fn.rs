@@ -1,6 +1,8 @@
 use idempotent_actix::idempotent;
 
 #[idempotent(ttl = "1h")]
+/// An order, as stored.
+#[derive(Debug)]
 struct Order {
     id: u64,
 }
@@ -8,5 +10,5 @@ struct Order {
 fn main() {
     // The struct is emitted unchanged, so using it adds no error.
     let order = Order { id: 1 };
-    let _ = order.id;
+    println!("{order:?}");
 }
