@@ -5,10 +5,16 @@ mod support;
 
 mod cancellation;
 mod concurrency;
+mod config;
 mod errors;
+mod expiry;
 mod extractors;
+mod fingerprint;
 mod keys;
 mod limits;
 mod policies;
+mod reads;
 mod replay;
+mod replicas;
 mod scope;
+mod store_failures;

@@ -97,7 +97,9 @@ where
                 .expect("bind 127.0.0.1:0");
             let addr = server.addrs()[0];
             let server = server.run();
-            started.send((addr, server.handle())).expect("test still waiting");
+            started
+                .send((addr, server.handle()))
+                .expect("test still waiting");
             server.await
         })
     });
@@ -125,7 +127,10 @@ impl TestServer {
     }
 
     pub fn request(&self, method: Method, path: &str) -> awc::ClientRequest {
-        awc::Client::builder().timeout(EXCHANGE_TIMEOUT).finish().request(method, self.url(path))
+        awc::Client::builder()
+            .timeout(EXCHANGE_TIMEOUT)
+            .finish()
+            .request(method, self.url(path))
     }
 
     /// Waits until the handler ran `count` times (a handler whose client left finishes later).
@@ -154,12 +159,17 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("an ASCII header"))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("an ASCII header"))
     }
 
     /// Every value of `name`, in the order received.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers.get_all(name).map(|v| v.to_str().expect("an ASCII header")).collect()
+        self.headers
+            .get_all(name)
+            .map(|v| v.to_str().expect("an ASCII header"))
+            .collect()
     }
 
     pub fn text(&self) -> &str {
@@ -167,7 +177,8 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("a JSON body ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("a JSON body ({e}): {:?}", self.body))
     }
 
     /// Whether the default replay marker is set.
@@ -177,19 +188,33 @@ impl Reply {
 
     /// The `code` member of an RFC 9457 problem body (asserting the problem content type).
     pub fn problem_code(&self) -> String {
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "a problem body: {self:?}");
-        self.json()["code"].as_str().expect("a `code` member").to_owned()
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "a problem body: {self:?}"
+        );
+        self.json()["code"]
+            .as_str()
+            .expect("a `code` member")
+            .to_owned()
     }
 
     /// Headers as (name, values in order), sorted by name, without those in `except`.
     pub fn header_list(&self, except: &[&str]) -> Vec<(String, Vec<String>)> {
-        let mut names: Vec<&HeaderName> = self.headers.keys().filter(|n| !except.contains(&n.as_str())).collect();
+        let mut names: Vec<&HeaderName> = self
+            .headers
+            .keys()
+            .filter(|n| !except.contains(&n.as_str()))
+            .collect();
         names.sort_by_key(|n| n.as_str());
         names.dedup();
         names
             .into_iter()
             .map(|name| {
-                let values = self.headers.get_all(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let values = self
+                    .headers
+                    .get_all(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 (name.as_str().to_owned(), values.collect())
             })
             .collect()
@@ -200,39 +225,62 @@ impl Reply {
 pub async fn send<B: MessageBody + 'static>(req: awc::ClientRequest, body: B) -> Reply {
     bounded(async move {
         let mut response = req.send_body(body).await.expect("a response");
-        let body = response.body().limit(64 * 1024 * 1024).await.expect("a complete body");
-        Reply { status: response.status(), headers: response.headers().clone(), body }
+        let body = response
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .expect("a complete body");
+        Reply {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body,
+        }
     })
     .await
 }
 
 /// Sends `req` with `Idempotency-Key: key` and a JSON body.
 pub async fn send_keyed(req: awc::ClientRequest, key: &str, body: &serde_json::Value) -> Reply {
-    let req = req.insert_header(("Idempotency-Key", key)).content_type("application/json");
+    let req = req
+        .insert_header(("Idempotency-Key", key))
+        .content_type("application/json");
     send(req, body.to_string()).await
 }
 
 /// Fails the test instead of hanging when `future` does not finish in time.
 pub async fn bounded<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(EXCHANGE_TIMEOUT, future).await.expect("no exchange may hang")
+    tokio::time::timeout(EXCHANGE_TIMEOUT, future)
+        .await
+        .expect("no exchange may hang")
 }
 
-/// Opens a connection and writes a complete request with `Connection: close`.
-pub async fn raw_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
-    let mut head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+/// The head of a POST with `Connection: close` announcing `content_length` body bytes.
+pub fn post_head(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_length: usize,
+) -> String {
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {content_length}\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(head.as_bytes()).await.expect("write head");
-    stream.write_all(body).await.expect("write body");
+    head
+}
+
+/// Opens a connection and writes `bytes` on it.
+pub async fn connect_and_write(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = bounded(TcpStream::connect(addr)).await.expect("connect");
+    bounded(stream.write_all(bytes)).await.expect("write");
     stream
 }
 
 /// Reads what the server sends until it closes the connection.
 pub async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
-    bounded(stream.read_to_end(&mut received)).await.expect("read response");
+    bounded(stream.read_to_end(&mut received))
+        .await
+        .expect("read response");
     String::from_utf8(received).expect("an ASCII response")
 }
