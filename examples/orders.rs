@@ -68,13 +68,26 @@ async fn pause(delay_ms: Option<u64>) {
 #[idempotent(ttl = "24h", scope = "tenant")]
 async fn create_order(req: HttpRequest, order: web::Json<NewOrder>, state: web::Data<State>) -> HttpResponse {
     state.runs.orders.fetch_add(1, Ordering::SeqCst);
-    let NewOrder { item, quantity, delay_ms } = order.into_inner();
+    let NewOrder {
+        item,
+        quantity,
+        delay_ms,
+    } = order.into_inner();
     if quantity <= 0 {
         return HttpResponse::BadRequest().json(serde_json::json!({"error": "quantity must be a positive integer"}));
     }
     pause(delay_ms).await;
-    let tenant = req.headers().get("x-tenant-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let order = Order { id: fresh_id(), tenant, item, quantity };
+    let tenant = req
+        .headers()
+        .get("x-tenant-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let order = Order {
+        id: fresh_id(),
+        tenant,
+        item,
+        quantity,
+    };
     state.orders.lock().unwrap().insert(order.id.clone(), order.clone());
     HttpResponse::Created().json(order)
 }
@@ -144,7 +157,11 @@ fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { bind: "127.0.0.1:8080".into(), store: "memory".into(), lease: None };
+    let mut args = Args {
+        bind: "127.0.0.1:8080".into(),
+        store: "memory".into(),
+        lease: None,
+    };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -153,10 +170,15 @@ fn parse_args() -> Result<Args, String> {
             "--store" => args.store = value()?,
             "--lease" => {
                 let text = value()?;
-                args.lease = Some(parse_duration(&text).ok_or_else(|| format!("--lease: `{text}` is not a duration such as 500ms, 10s or 1m"))?);
+                args.lease = Some(
+                    parse_duration(&text)
+                        .ok_or_else(|| format!("--lease: `{text}` is not a duration such as 500ms, 10s or 1m"))?,
+                );
             }
             "-h" | "--help" => {
-                return Err("usage: orders [--bind ADDR] [--store memory|redis://...|postgres://...] [--lease DURATION]".into())
+                return Err(
+                    "usage: orders [--bind ADDR] [--store memory|redis://...|postgres://...] [--lease DURATION]".into(),
+                )
             }
             other => return Err(format!("unknown flag `{other}`; expected --bind, --store or --lease")),
         }
@@ -169,9 +191,34 @@ async fn configure(args: &Args) -> Result<Idempotency, String> {
     if let Some(lease) = args.lease {
         builder = builder.lease(lease);
     }
+    // A remote store sits behind an in-process cache of completed records (64 MiB), so a hot
+    // replay costs no round trip.
+    const LOCAL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
     match args.store.as_str() {
         "memory" => Ok(builder.build()),
-        other => Err(format!("--store: `{other}` is not supported; expected `memory`")),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let redis = idempotent_actix::RedisStore::new(url).map_err(|e| format!("--store: {e}"))?;
+            redis
+                .ping()
+                .await
+                .map_err(|e| format!("--store: cannot reach Redis at {url}: {e}"))?;
+            Ok(builder
+                .store(idempotent_actix::CachedStore::new(redis, LOCAL_CACHE_BYTES))
+                .build())
+        }
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let postgres = idempotent_actix::PostgresStore::new(url).map_err(|e| format!("--store: {e}"))?;
+            postgres
+                .migrate()
+                .await
+                .map_err(|e| format!("--store: cannot migrate PostgreSQL at {url}: {e}"))?;
+            Ok(builder
+                .store(idempotent_actix::CachedStore::new(postgres, LOCAL_CACHE_BYTES))
+                .build())
+        }
+        other => Err(format!(
+            "--store: `{other}` is not supported; expected `memory`, `redis://...` or `postgres://...`"
+        )),
     }
 }
 

@@ -1,60 +1,18 @@
 //! The `orders` demo's contract (SPEC "Demo server contract"), checked against the real binary.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// The example binary, built by `cargo test` next to the test executables.
-fn orders_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile directory");
-    let binary = dir.join("examples").join("orders");
-    if !binary.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "orders"])
-            .status()
-            .expect("cargo build --example orders");
-        assert!(status.success(), "building the orders example failed");
-    }
-    binary
-}
+#[path = "support/orders.rs"]
+mod orders;
 
-struct Demo {
-    child: Child,
-    base: String,
-}
+use orders::{orders_binary, Orders as Demo};
 
 impl Demo {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(orders_binary())
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the orders example");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the first line");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line must be `listening on http://ADDR`, got {line:?}"))
-            .to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "unexpected address {base}");
-        Self { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn started() -> Self {
+        Self::start(&[])
     }
 }
 
@@ -72,12 +30,23 @@ async fn send(demo: &Demo, method: &str, path: &str, headers: &[(&str, &str)], b
         request = request.insert_header((*name, *value));
     }
     let mut response = match body {
-        Some(body) => request.content_type("application/json").send_body(body.to_owned()).await,
+        Some(body) => {
+            request
+                .content_type("application/json")
+                .send_body(body.to_owned())
+                .await
+        }
         None => request.send().await,
     }
     .expect("request to the demo");
     let bytes = response.body().limit(4 * 1024 * 1024).await.expect("response body");
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     Reply {
         status: response.status().as_u16(),
         replayed: header("idempotency-replayed").as_deref() == Some("true"),
@@ -92,7 +61,7 @@ async fn stats(demo: &Demo) -> Value {
 
 #[actix_web::test]
 async fn orders_are_created_once_per_tenant_and_key_and_can_be_read_back() {
-    let demo = Demo::start(&[]);
+    let demo = Demo::started();
     let headers = [("X-Tenant-Id", "acme"), ("Idempotency-Key", "order-1")];
     let body = r#"{"item": "book", "quantity": 2}"#;
 
@@ -100,18 +69,38 @@ async fn orders_are_created_once_per_tenant_and_key_and_can_be_read_back() {
     assert_eq!(first.status, 201);
     assert!(!first.replayed);
     let id = first.body["id"].as_str().expect("id").to_owned();
-    assert_eq!(first.body, json!({"id": id, "tenant": "acme", "item": "book", "quantity": 2}));
+    assert_eq!(
+        first.body,
+        json!({"id": id, "tenant": "acme", "item": "book", "quantity": 2})
+    );
 
     let retry = send(&demo, "POST", "/orders", &headers, Some(body)).await;
     assert_eq!((retry.status, retry.replayed), (201, true));
     assert_eq!(retry.body, first.body);
 
-    let other_tenant = send(&demo, "POST", "/orders", &[("X-Tenant-Id", "globex"), ("Idempotency-Key", "order-1")], Some(body)).await;
+    let other_tenant = send(
+        &demo,
+        "POST",
+        "/orders",
+        &[("X-Tenant-Id", "globex"), ("Idempotency-Key", "order-1")],
+        Some(body),
+    )
+    .await;
     assert_eq!(other_tenant.status, 201);
     assert_ne!(other_tenant.body["id"], first.body["id"]);
 
-    let conflict = send(&demo, "POST", "/orders", &headers, Some(r#"{"item": "pen", "quantity": 1}"#)).await;
-    assert_eq!((conflict.status, conflict.body["code"].as_str()), (409, Some("idempotency_conflict")));
+    let conflict = send(
+        &demo,
+        "POST",
+        "/orders",
+        &headers,
+        Some(r#"{"item": "pen", "quantity": 1}"#),
+    )
+    .await;
+    assert_eq!(
+        (conflict.status, conflict.body["code"].as_str()),
+        (409, Some("idempotency_conflict"))
+    );
 
     let read = send(&demo, "GET", &format!("/orders/{id}"), &[], None).await;
     assert_eq!((read.status, read.body.clone()), (200, first.body.clone()));
@@ -124,7 +113,7 @@ async fn orders_are_created_once_per_tenant_and_key_and_can_be_read_back() {
 
 #[actix_web::test]
 async fn invalid_order_bodies_get_400() {
-    let demo = Demo::start(&[]);
+    let demo = Demo::started();
     for (i, body) in [
         r#"{"item": "book"}"#,
         r#"{"item": "book", "quantity": 0}"#,
@@ -137,23 +126,27 @@ async fn invalid_order_bodies_get_400() {
     .enumerate()
     {
         let key = format!("bad-{i}");
-        let reply = send(&demo, "POST", "/orders", &[("X-Tenant-Id", "acme"), ("Idempotency-Key", &key)], Some(body)).await;
+        let reply = send(
+            &demo,
+            "POST",
+            "/orders",
+            &[("X-Tenant-Id", "acme"), ("Idempotency-Key", &key)],
+            Some(body),
+        )
+        .await;
         assert_eq!(reply.status, 400, "body {body}");
     }
 }
 
 #[actix_web::test]
 async fn a_delayed_order_is_waited_for_by_its_duplicate() {
-    let demo = Demo::start(&[]);
+    let demo = Demo::started();
     let headers = [("X-Tenant-Id", "acme"), ("Idempotency-Key", "slow-order")];
     let body = r#"{"item": "book", "quantity": 1, "delay_ms": 600}"#;
-    let (first, duplicate) = futures_util::future::join(
-        send(&demo, "POST", "/orders", &headers, Some(body)),
-        async {
-            actix_web::rt::time::sleep(Duration::from_millis(150)).await;
-            send(&demo, "POST", "/orders", &headers, Some(body)).await
-        },
-    )
+    let (first, duplicate) = futures_util::future::join(send(&demo, "POST", "/orders", &headers, Some(body)), async {
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        send(&demo, "POST", "/orders", &headers, Some(body)).await
+    })
     .await;
     assert_eq!((first.status, duplicate.status), (201, 201));
     assert!(duplicate.replayed);
@@ -163,10 +156,20 @@ async fn a_delayed_order_is_waited_for_by_its_duplicate() {
 
 #[actix_web::test]
 async fn payments_require_a_key_reject_duplicates_in_flight_and_do_not_store_failures() {
-    let demo = Demo::start(&[]);
+    let demo = Demo::started();
     let missing = send(&demo, "POST", "/payments", &[], Some(r#"{"amount": 5}"#)).await;
-    assert_eq!((missing.status, missing.body["code"].as_str()), (400, Some("idempotency_key_missing")));
-    let wrong_header = send(&demo, "POST", "/payments", &[("Idempotency-Key", "p0")], Some(r#"{"amount": 5}"#)).await;
+    assert_eq!(
+        (missing.status, missing.body["code"].as_str()),
+        (400, Some("idempotency_key_missing"))
+    );
+    let wrong_header = send(
+        &demo,
+        "POST",
+        "/payments",
+        &[("Idempotency-Key", "p0")],
+        Some(r#"{"amount": 5}"#),
+    )
+    .await;
     assert_eq!(wrong_header.status, 400);
 
     let key = [("X-Idempotency-Key", "pay-1")];
@@ -175,13 +178,34 @@ async fn payments_require_a_key_reject_duplicates_in_flight_and_do_not_store_fai
     assert_eq!(paid.body["amount"], 500);
     assert!(paid.body["payment_id"].is_string());
     let again = send(&demo, "POST", "/payments", &key, Some(r#"{"amount": 500}"#)).await;
-    assert_eq!((again.status, again.replayed, again.body.clone()), (200, true, paid.body.clone()));
+    assert_eq!(
+        (again.status, again.replayed, again.body.clone()),
+        (200, true, paid.body.clone())
+    );
 
     let failing = [("X-Idempotency-Key", "pay-fail")];
-    let failed = send(&demo, "POST", "/payments", &failing, Some(r#"{"amount": 7, "fail": true}"#)).await;
+    let failed = send(
+        &demo,
+        "POST",
+        "/payments",
+        &failing,
+        Some(r#"{"amount": 7, "fail": true}"#),
+    )
+    .await;
     assert_eq!((failed.status, failed.replayed), (503, false));
-    let failed_again = send(&demo, "POST", "/payments", &failing, Some(r#"{"amount": 7, "fail": true}"#)).await;
-    assert_eq!((failed_again.status, failed_again.replayed), (503, false), "a 503 is not stored: the retry runs");
+    let failed_again = send(
+        &demo,
+        "POST",
+        "/payments",
+        &failing,
+        Some(r#"{"amount": 7, "fail": true}"#),
+    )
+    .await;
+    assert_eq!(
+        (failed_again.status, failed_again.replayed),
+        (503, false),
+        "a 503 is not stored: the retry runs"
+    );
 
     let slow = [("X-Idempotency-Key", "pay-slow")];
     let body = r#"{"amount": 9, "delay_ms": 800}"#;
@@ -191,27 +215,33 @@ async fn payments_require_a_key_reject_duplicates_in_flight_and_do_not_store_fai
     })
     .await;
     assert_eq!(first.status, 200);
-    assert_eq!((duplicate.status, duplicate.body["code"].as_str()), (409, Some("idempotency_in_flight")));
+    assert_eq!(
+        (duplicate.status, duplicate.body["code"].as_str()),
+        (409, Some("idempotency_in_flight"))
+    );
     assert!(duplicate.retry_after.is_some(), "an in-flight 409 carries Retry-After");
     assert_eq!(stats(&demo).await["payments"], 4);
 }
 
 #[actix_web::test]
 async fn webhooks_are_deduplicated_by_event_id() {
-    let demo = Demo::start(&[]);
+    let demo = Demo::started();
     let event = [("X-Event-ID", "evt_1")];
     for _ in 0..3 {
         let reply = send(&demo, "POST", "/webhooks", &event, Some(r#"{"type": "invoice.paid"}"#)).await;
         assert_eq!((reply.status, reply.body.clone()), (200, json!({"received": true})));
     }
     let missing = send(&demo, "POST", "/webhooks", &[], Some("{}")).await;
-    assert_eq!((missing.status, missing.body["code"].as_str()), (400, Some("idempotency_key_missing")));
+    assert_eq!(
+        (missing.status, missing.body["code"].as_str()),
+        (400, Some("idempotency_key_missing"))
+    );
     assert_eq!(stats(&demo).await["webhooks"], 1);
 }
 
 #[actix_web::test]
 async fn quotes_are_remembered_for_two_seconds() {
-    let demo = Demo::start(&[]);
+    let demo = Demo::started();
     let key = [("Idempotency-Key", "quote-1")];
     let first = send(&demo, "POST", "/quotes", &key, None).await;
     assert_eq!(first.status, 201);
@@ -222,12 +252,15 @@ async fn quotes_are_remembered_for_two_seconds() {
     let later = send(&demo, "POST", "/quotes", &key, None).await;
     assert_eq!((later.status, later.replayed), (201, false));
     assert_ne!(later.body["quote_id"], first.body["quote_id"]);
-    assert_eq!(stats(&demo).await, json!({"orders": 0, "payments": 0, "webhooks": 0, "quotes": 2}));
+    assert_eq!(
+        stats(&demo).await,
+        json!({"orders": 0, "payments": 0, "webhooks": 0, "quotes": 2})
+    );
 }
 
 #[actix_web::test]
 async fn sigterm_lets_a_running_order_finish_before_exit() {
-    let mut demo = Demo::start(&[]);
+    let mut demo = Demo::started();
     let headers = [("X-Tenant-Id", "acme"), ("Idempotency-Key", "order-during-shutdown")];
     let body = r#"{"item": "book", "quantity": 1, "delay_ms": 800}"#;
     let (reply, status) = futures_util::future::join(send(&demo, "POST", "/orders", &headers, Some(body)), async {
@@ -240,7 +273,10 @@ async fn sigterm_lets_a_running_order_finish_before_exit() {
     })
     .await;
     assert!(status.expect("kill").expect("kill -TERM").success());
-    assert_eq!(reply.status, 201, "the running order completes during graceful shutdown");
+    assert_eq!(
+        reply.status, 201,
+        "the running order completes during graceful shutdown"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(exit) = demo.child.try_wait().expect("poll the demo") {
@@ -255,9 +291,15 @@ async fn sigterm_lets_a_running_order_finish_before_exit() {
 #[test]
 fn bad_flags_are_refused_with_a_message() {
     for args in [&["--store", "mongodb://x"][..], &["--lease", "soon"], &["--frobnicate"]] {
-        let output = Command::new(orders_binary()).args(args).output().expect("run the orders example");
+        let output = Command::new(orders_binary())
+            .args(args)
+            .output()
+            .expect("run the orders example");
         assert_eq!(output.status.code(), Some(2), "{args:?} must exit with 2");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(args[0]), "{args:?}: the message names the flag: {stderr}");
+        assert!(
+            stderr.contains(args[0]),
+            "{args:?}: the message names the flag: {stderr}"
+        );
     }
 }

@@ -78,6 +78,16 @@ fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Marks a response the handler did not produce (one of its extractors refused the request).
+/// Nothing ran, so whatever the cache policy it is never stored: the corrected request may
+/// reuse the key.
+struct NotExecuted;
+
+pub(crate) fn not_executed(mut response: HttpResponse) -> HttpResponse {
+    response.extensions_mut().insert(NotExecuted);
+    response
+}
+
 enum Prepared {
     /// No key: the handler runs as if unannotated (with the buffered body if it was read).
     Unprotected(dev::Payload),
@@ -103,7 +113,11 @@ async fn prepare(
     let (key, tenant, body) = match (header_key, options.key_from) {
         (Some(key), _) => {
             let tenant = tenant(route, config, req)?;
-            (key, tenant, read_body(payload, req, config.inner.max_request_bytes).await?)
+            (
+                key,
+                tenant,
+                read_body(payload, req, config.inner.max_request_bytes).await?,
+            )
         }
         (None, None) if options.required => return Err(missing()),
         (None, None) => return Ok(Prepared::Unprotected(payload)),
@@ -116,7 +130,13 @@ async fn prepare(
             }
         }
     };
-    let fingerprint = Fingerprint::of(req.method().as_str(), req.path(), req.query_string(), &body, options.fingerprint);
+    let fingerprint = Fingerprint::of(
+        req.method().as_str(),
+        req.path(),
+        req.query_string(),
+        &body,
+        options.fingerprint,
+    );
     let variant = (options.on_mismatch == OnMismatch::Execute).then_some(&fingerprint);
     let id = RecordKey::new(&config.inner.namespace, tenant.as_deref(), &key, variant);
     Ok(Prepared::Keyed(Keyed { id, fingerprint, body }))
@@ -175,7 +195,13 @@ async fn read_body(mut payload: dev::Payload, req: &HttpRequest, limit: usize) -
     Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
-async fn execute_once<F, Fut>(config: Idempotency, route: &'static Route, req: HttpRequest, keyed: Keyed, run: F) -> HttpResponse
+async fn execute_once<F, Fut>(
+    config: Idempotency,
+    route: &'static Route,
+    req: HttpRequest,
+    keyed: Keyed,
+    run: F,
+) -> HttpResponse
 where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
     Fut: Future<Output = HttpResponse> + 'static,
@@ -187,7 +213,12 @@ where
         Role::Follower(flight) => follow(&config, route, req, keyed, &flight, run).await,
         Role::Leader(guard) => {
             let tracker = config.inner.tracker.clone();
-            let leader = Leader { config: config.clone(), route, keyed, guard };
+            let leader = Leader {
+                config: config.clone(),
+                route,
+                keyed,
+                guard,
+            };
             // Spawned, so a client that disconnects (RST) cannot cancel a started execution.
             match actix_web::rt::spawn(tracker.track_future(leader.lead(req.clone(), run))).await {
                 Ok(response) => response,
@@ -198,7 +229,12 @@ where
 }
 
 /// The answer to a request whose key already completed.
-fn answer_with_record(config: &Idempotency, req: &HttpRequest, record: &Record, fingerprint: Fingerprint) -> HttpResponse {
+fn answer_with_record(
+    config: &Idempotency,
+    req: &HttpRequest,
+    record: &Record,
+    fingerprint: Fingerprint,
+) -> HttpResponse {
     if record.fingerprint != fingerprint {
         return config.error_response(&IdempotencyError::Conflict, req);
     }
@@ -290,7 +326,9 @@ impl Leader {
         let inner = &self.config.inner;
         let deadline = Instant::now() + inner.wait_timeout;
         loop {
-            let claim = self.store_call(inner.store.claim(&self.keyed.id, self.keyed.fingerprint, inner.lease)).await;
+            let claim = self
+                .store_call(inner.store.claim(&self.keyed.id, self.keyed.fingerprint, inner.lease))
+                .await;
             let held_elsewhere = match claim {
                 Ok(Claim::Acquired(token)) => return self.execute(token, req, run).await,
                 Ok(Claim::Completed(record)) => return self.finish_with_record(record, &req),
@@ -298,7 +336,11 @@ impl Leader {
                 Err(_) => return self.store_failed(req, run).await,
             };
             if held_elsewhere != self.keyed.fingerprint {
-                return self.refuse(IdempotencyError::Conflict, Shared::Failed(IdempotencyError::Conflict), &req);
+                return self.refuse(
+                    IdempotencyError::Conflict,
+                    Shared::Failed(IdempotencyError::Conflict),
+                    &req,
+                );
             }
             let (in_flight, accepted) = (self.config.in_flight(), self.config.accepted());
             match self.route.options().in_flight {
@@ -334,7 +376,8 @@ impl Leader {
             if left.is_zero() {
                 return Ok(RemoteWait::TimedOut);
             }
-            self.store_call(store.wait_for_change(&self.keyed.id, left.min(FALLBACK_POLL))).await?;
+            self.store_call(store.wait_for_change(&self.keyed.id, left.min(FALLBACK_POLL)))
+                .await?;
             match self.store_call(store.lookup(&self.keyed.id)).await? {
                 Lookup::Completed(record) => return Ok(RemoteWait::Completed(record)),
                 Lookup::Absent => return Ok(RemoteWait::Released),
@@ -351,7 +394,10 @@ impl Leader {
         let error = self.config.store_unavailable();
         self.guard.publish(Shared::Failed(error.clone()));
         if self.config.inner.fail_open {
-            tracing::warn!(handler = self.route.options().handler, "idempotency store unavailable: running unprotected (fail open)");
+            tracing::warn!(
+                handler = self.route.options().handler,
+                "idempotency store unavailable: running unprotected (fail open)"
+            );
             return run(req, dev::Payload::from(self.keyed.body)).await;
         }
         self.config.error_response(&error, &req)
@@ -365,17 +411,28 @@ impl Leader {
         self.guard.running();
         let handler = AssertUnwindSafe(run(req.clone(), dev::Payload::from(self.keyed.body.clone()))).catch_unwind();
         let Ok(response) = self.with_lease(token, handler).await else {
-            tracing::error!(handler = self.route.options().handler, "handler panicked: key released, a retry will run again");
+            tracing::error!(
+                handler = self.route.options().handler,
+                "handler panicked: key released, a retry will run again"
+            );
             self.release(token).await;
-            return self.refuse(IdempotencyError::HandlerFailed, Shared::Failed(IdempotencyError::HandlerFailed), &req);
+            return self.refuse(
+                IdempotencyError::HandlerFailed,
+                Shared::Failed(IdempotencyError::HandlerFailed),
+                &req,
+            );
         };
         let inner = &self.config.inner;
-        let storable = self.route.options().cache.stores(response.status().as_u16());
+        let executed = response.extensions().get::<NotExecuted>().is_none();
+        let storable = executed && self.route.options().cache.stores(response.status().as_u16());
         match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
             Captured::Complete { head, body } => {
                 let stored = replay::to_stored(&head, body.clone());
                 let shared = if storable {
-                    let record = Record { fingerprint: self.keyed.fingerprint, completion: Completion::Response(stored) };
+                    let record = Record {
+                        fingerprint: self.keyed.fingerprint,
+                        completion: Completion::Response(stored),
+                    };
                     self.complete(token, Arc::new(record)).await
                 } else {
                     self.release(token).await;
@@ -392,7 +449,10 @@ impl Leader {
                         limit = inner.max_response_bytes,
                         "response too large or too slow to store: the key keeps a tombstone"
                     );
-                    let tombstone = Record { fingerprint: self.keyed.fingerprint, completion: Completion::Tombstone };
+                    let tombstone = Record {
+                        fingerprint: self.keyed.fingerprint,
+                        completion: Completion::Tombstone,
+                    };
                     self.complete(token, Arc::new(tombstone)).await
                 } else {
                     self.release(token).await;
@@ -408,7 +468,10 @@ impl Leader {
     async fn complete(&self, token: FencingToken, record: Arc<Record>) -> Shared {
         let inner = &self.config.inner;
         let ttl = self.route.options().ttl;
-        match self.store_call(inner.store.complete(&self.keyed.id, token, Arc::clone(&record), ttl)).await {
+        match self
+            .store_call(inner.store.complete(&self.keyed.id, token, Arc::clone(&record), ttl))
+            .await
+        {
             Ok(true) => Shared::Record(record),
             Ok(false) => {
                 inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);
@@ -426,7 +489,9 @@ impl Leader {
     }
 
     async fn release(&self, token: FencingToken) {
-        let _ = self.store_call(self.config.inner.store.release(&self.keyed.id, token)).await;
+        let _ = self
+            .store_call(self.config.inner.store.release(&self.keyed.id, token))
+            .await;
     }
 
     /// Runs `future` while renewing the claim every third of the lease.

@@ -93,6 +93,23 @@ impl IdempotencyError {
         }
     }
 
+    /// The variant's name: the anchor of its documentation, used in the problem `type` URI.
+    fn variant(&self) -> &'static str {
+        match self {
+            Self::KeyMissing { .. } => "KeyMissing",
+            Self::KeyInvalid(_) => "KeyInvalid",
+            Self::Conflict => "Conflict",
+            Self::InFlight { .. } => "InFlight",
+            Self::Accepted { .. } => "Accepted",
+            Self::TenantMissing => "TenantMissing",
+            Self::StoreUnavailable { .. } => "StoreUnavailable",
+            Self::ResponseNotStored => "ResponseNotStored",
+            Self::BodyTooLarge { .. } => "BodyTooLarge",
+            Self::BodyUnreadable => "BodyUnreadable",
+            Self::HandlerFailed => "HandlerFailed",
+        }
+    }
+
     /// A short, fixed summary of the problem type.
     pub fn title(&self) -> &'static str {
         match self {
@@ -113,10 +130,9 @@ impl IdempotencyError {
     /// The status used unless the app overrides it (`conflict_status`).
     pub fn default_status(&self) -> StatusCode {
         match self {
-            Self::KeyMissing { .. }
-            | Self::KeyInvalid(_)
-            | Self::TenantMissing
-            | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::KeyMissing { .. } | Self::KeyInvalid(_) | Self::TenantMissing | Self::BodyUnreadable => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Conflict | Self::InFlight { .. } | Self::ResponseNotStored => StatusCode::CONFLICT,
             Self::Accepted { .. } => StatusCode::ACCEPTED,
             Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -128,9 +144,9 @@ impl IdempotencyError {
     /// The `Retry-After` this answer carries, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::InFlight { retry_after } | Self::Accepted { retry_after } | Self::StoreUnavailable { retry_after } => {
-                Some(*retry_after)
-            }
+            Self::InFlight { retry_after }
+            | Self::Accepted { retry_after }
+            | Self::StoreUnavailable { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -138,7 +154,10 @@ impl IdempotencyError {
     /// The default RFC 9457 response, with `status` (the app may have overridden the default).
     pub fn problem_response(&self, status: StatusCode) -> HttpResponse {
         let problem = Problem {
-            kind: format!("https://docs.rs/idempotent-actix/latest/idempotent_actix/errors/#{}", self.code()),
+            kind: format!(
+                "https://docs.rs/idempotent-actix/latest/idempotent_actix/enum.IdempotencyError.html#variant.{}",
+                self.variant()
+            ),
             title: self.title(),
             status: status.as_u16(),
             detail: self.to_string(),
@@ -146,7 +165,10 @@ impl IdempotencyError {
         };
         let body = serde_json::to_vec(&problem).expect("a problem document always serialises");
         let mut response = HttpResponse::build(status);
-        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
         if let Some(after) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, after.as_secs().max(1)));
         }

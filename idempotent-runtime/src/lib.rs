@@ -31,7 +31,11 @@ pub use error::IdempotencyError;
 pub use fingerprint::Fingerprint;
 pub use record::{Completion, Record, StoredResponse};
 pub use route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
-pub use store::{Claim, FencingToken, Lookup, MemoryStore, RecordKey, Store, StoreError};
+pub use store::{CachedStore, Claim, ExpiringStore, FencingToken, Lookup, MemoryStore, RecordKey, Store, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisStoreBuilder};
 
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]
@@ -42,10 +46,11 @@ pub mod __private {
     pub use actix_web::web::Payload;
     pub use actix_web::{FromRequest, HttpRequest, HttpResponse};
 
-    /// The response an extractor's error produces, as actix-web would send it.
+    /// The response an extractor's error produces, as actix-web would send it, marked so the
+    /// engine never stores it: the handler did not run.
     pub fn extractor_error(error: impl Into<actix_web::Error>, _req: &HttpRequest) -> HttpResponse {
         let error: actix_web::Error = error.into();
-        error.error_response()
+        crate::engine::not_executed(error.error_response())
     }
 
     /// The handler's output as a response.

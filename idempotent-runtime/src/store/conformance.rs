@@ -69,9 +69,15 @@ fn response_record(seed: u8) -> Arc<Record> {
         completion: Completion::Response(StoredResponse {
             status: StatusCode::CREATED,
             headers: vec![
-                (HeaderName::from_static("location"), HeaderValue::from_static("/orders/1")),
+                (
+                    HeaderName::from_static("location"),
+                    HeaderValue::from_static("/orders/1"),
+                ),
                 (HeaderName::from_static("x-repeated"), HeaderValue::from_static("first")),
-                (HeaderName::from_static("x-repeated"), HeaderValue::from_static("second")),
+                (
+                    HeaderName::from_static("x-repeated"),
+                    HeaderValue::from_static("second"),
+                ),
             ],
             body: Bytes::from(vec![seed; 4096]),
         }),
@@ -92,7 +98,10 @@ async fn lookup(store: &dyn Store, key: &RecordKey) -> Lookup {
 /// An unused key is acquired, and then looks in flight.
 pub async fn claim_of_an_absent_key_is_acquired(store: &dyn Store) {
     let key = fresh_key("absent");
-    assert!(matches!(lookup(store, &key).await, Lookup::Absent), "an unused key must be absent");
+    assert!(
+        matches!(lookup(store, &key).await, Lookup::Absent),
+        "an unused key must be absent"
+    );
     acquire(store, &key, 1, LEASE).await;
     match lookup(store, &key).await {
         Lookup::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(1)),
@@ -139,7 +148,13 @@ pub async fn a_completed_record_is_returned_byte_for_byte(store: &dyn Store) {
     let key = fresh_key("complete");
     let token = acquire(store, &key, 5, LEASE).await;
     let record = response_record(5);
-    assert!(store.complete(&key, token, Arc::clone(&record), TTL).await.expect("complete"), "holder completes");
+    assert!(
+        store
+            .complete(&key, token, Arc::clone(&record), TTL)
+            .await
+            .expect("complete"),
+        "holder completes"
+    );
     match store.claim(&key, fingerprint(5), LEASE).await.expect("claim") {
         Claim::Completed(found) => assert_eq!(*found, *record, "claim must return the stored record unchanged"),
         other => panic!("a completed key must be reported completed, got {other:?}"),
@@ -154,8 +169,14 @@ pub async fn a_completed_record_is_returned_byte_for_byte(store: &dyn Store) {
 pub async fn a_tombstone_is_kept(store: &dyn Store) {
     let key = fresh_key("tombstone");
     let token = acquire(store, &key, 6, LEASE).await;
-    let tombstone = Arc::new(Record { fingerprint: fingerprint(6), completion: Completion::Tombstone });
-    assert!(store.complete(&key, token, Arc::clone(&tombstone), TTL).await.expect("complete"));
+    let tombstone = Arc::new(Record {
+        fingerprint: fingerprint(6),
+        completion: Completion::Tombstone,
+    });
+    assert!(store
+        .complete(&key, token, Arc::clone(&tombstone), TTL)
+        .await
+        .expect("complete"));
     match lookup(store, &key).await {
         Lookup::Completed(found) => assert_eq!(*found, *tombstone),
         other => panic!("a tombstoned key must be completed, got {other:?}"),
@@ -166,8 +187,14 @@ pub async fn a_tombstone_is_kept(store: &dyn Store) {
 pub async fn release_frees_the_key(store: &dyn Store) {
     let key = fresh_key("release");
     let first = acquire(store, &key, 7, LEASE).await;
-    assert!(store.release(&key, first).await.expect("release"), "the holder can release");
-    assert!(matches!(lookup(store, &key).await, Lookup::Absent), "a released key must be absent");
+    assert!(
+        store.release(&key, first).await.expect("release"),
+        "the holder can release"
+    );
+    assert!(
+        matches!(lookup(store, &key).await, Lookup::Absent),
+        "a released key must be absent"
+    );
     let second = acquire(store, &key, 7, LEASE).await;
     assert!(second > first, "a new claim must carry a larger fencing token");
 }
@@ -178,17 +205,29 @@ pub async fn a_stale_token_changes_nothing(store: &dyn Store) {
     let first = acquire(store, &key, 8, LEASE).await;
     assert!(store.release(&key, first).await.expect("release"));
     let second = acquire(store, &key, 9, LEASE).await;
-    assert!(!store.renew(&key, first, LEASE).await.expect("renew"), "a stale token must not renew");
-    assert!(!store.release(&key, first).await.expect("release"), "a stale token must not release");
     assert!(
-        !store.complete(&key, first, response_record(8), TTL).await.expect("complete"),
+        !store.renew(&key, first, LEASE).await.expect("renew"),
+        "a stale token must not renew"
+    );
+    assert!(
+        !store.release(&key, first).await.expect("release"),
+        "a stale token must not release"
+    );
+    assert!(
+        !store
+            .complete(&key, first, response_record(8), TTL)
+            .await
+            .expect("complete"),
         "a stale token must not complete"
     );
     match lookup(store, &key).await {
         Lookup::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(9), "the current holder keeps the key"),
         other => panic!("the key must still be held by the new claim, got {other:?}"),
     }
-    assert!(store.complete(&key, second, response_record(9), TTL).await.expect("complete"));
+    assert!(store
+        .complete(&key, second, response_record(9), TTL)
+        .await
+        .expect("complete"));
 }
 
 /// A claim renewed before its lease ends stays held past the original lease.
@@ -197,10 +236,16 @@ pub async fn renewal_keeps_a_claim_alive(store: &dyn Store) {
     let lease = Duration::from_millis(600);
     let token = acquire(store, &key, 10, lease).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store.renew(&key, token, lease).await.expect("renew"), "the holder can renew");
+    assert!(
+        store.renew(&key, token, lease).await.expect("renew"),
+        "the holder can renew"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
-        matches!(store.claim(&key, fingerprint(10), lease).await.expect("claim"), Claim::InFlight { .. }),
+        matches!(
+            store.claim(&key, fingerprint(10), lease).await.expect("claim"),
+            Claim::InFlight { .. }
+        ),
         "a renewed claim must outlive its first lease"
     );
 }
@@ -214,8 +259,17 @@ pub async fn a_lapsed_lease_is_taken_over_with_a_larger_token(store: &dyn Store)
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = acquire(store, &key, 11, LEASE).await;
     assert!(second > first, "a takeover must carry a larger fencing token");
-    assert!(!store.complete(&key, first, response_record(11), TTL).await.expect("complete"), "fenced out");
-    assert!(store.complete(&key, second, response_record(12), TTL).await.expect("complete"));
+    assert!(
+        !store
+            .complete(&key, first, response_record(11), TTL)
+            .await
+            .expect("complete"),
+        "fenced out"
+    );
+    assert!(store
+        .complete(&key, second, response_record(12), TTL)
+        .await
+        .expect("complete"));
     match lookup(store, &key).await {
         Lookup::Completed(found) => assert_eq!(*found, *response_record(12), "the takeover's record stands"),
         other => panic!("expected the takeover's record, got {other:?}"),
@@ -226,11 +280,20 @@ pub async fn a_lapsed_lease_is_taken_over_with_a_larger_token(store: &dyn Store)
 pub async fn a_completed_record_expires_after_its_ttl(store: &dyn Store) {
     let key = fresh_key("ttl");
     let token = acquire(store, &key, 13, LEASE).await;
-    assert!(store.complete(&key, token, response_record(13), Duration::from_secs(1)).await.expect("complete"));
+    assert!(store
+        .complete(&key, token, response_record(13), Duration::from_secs(1))
+        .await
+        .expect("complete"));
     assert!(matches!(lookup(store, &key).await, Lookup::Completed(_)));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(matches!(lookup(store, &key).await, Lookup::Absent), "an expired record must be absent");
-    assert!(store.cached(&key).is_none(), "an expired record must not be served from a local copy");
+    assert!(
+        matches!(lookup(store, &key).await, Lookup::Absent),
+        "an expired record must be absent"
+    );
+    assert!(
+        store.cached(&key).is_none(),
+        "an expired record must not be served from a local copy"
+    );
     acquire(store, &key, 13, LEASE).await;
 }
 
@@ -239,7 +302,10 @@ pub async fn records_are_isolated_by_scope_and_key(store: &dyn Store) {
     let namespace = fresh_namespace();
     let key = RecordKey::new(&namespace, Some("tenant-a"), "isolated", None);
     let token = acquire(store, &key, 14, LEASE).await;
-    assert!(store.complete(&key, token, response_record(14), TTL).await.expect("complete"));
+    assert!(store
+        .complete(&key, token, response_record(14), TTL)
+        .await
+        .expect("complete"));
     let others = [
         RecordKey::new(&namespace, Some("tenant-b"), "isolated", None),
         RecordKey::new(&namespace, None, "isolated", None),
@@ -247,7 +313,10 @@ pub async fn records_are_isolated_by_scope_and_key(store: &dyn Store) {
         RecordKey::new(&namespace, Some("tenant-a"), "isolated", Some(&fingerprint(14))),
     ];
     for other in &others {
-        assert!(matches!(lookup(store, other).await, Lookup::Absent), "{other:?} must be another record");
+        assert!(
+            matches!(lookup(store, other).await, Lookup::Absent),
+            "{other:?} must be another record"
+        );
         acquire(store, other, 14, LEASE).await;
     }
 }
@@ -261,16 +330,25 @@ pub async fn waiting_returns_once_the_key_completes(store: Arc<dyn Store>) {
         let (store, key) = (Arc::clone(&store), key.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            store.complete(&key, token, response_record(15), TTL).await.expect("complete")
+            store
+                .complete(&key, token, response_record(15), TTL)
+                .await
+                .expect("complete")
         })
     };
     let started = Instant::now();
     loop {
-        store.wait_for_change(&key, Duration::from_millis(500)).await.expect("wait");
+        store
+            .wait_for_change(&key, Duration::from_millis(500))
+            .await
+            .expect("wait");
         if let Lookup::Completed(_) = lookup(&*store, &key).await {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "a waiter must see the completion");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a waiter must see the completion"
+        );
     }
     assert!(completer.await.expect("completer"));
 }

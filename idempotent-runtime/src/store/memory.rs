@@ -95,7 +95,10 @@ impl MemoryStore {
             .eviction_listener(move |key, _, cause| {
                 if cause == RemovalCause::Size {
                     on_evict.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(?key, "idempotency record evicted before its ttl: a retry of this key will run again");
+                    tracing::warn!(
+                        ?key,
+                        "idempotency record evicted before its ttl: a retry of this key will run again"
+                    );
                 }
             })
             .build();
@@ -154,13 +157,19 @@ impl Store for MemoryStore {
         // The shard lock orders this claim against `complete`, which stores the record before
         // it removes the claim: a vacant slot re-checks the records under the lock.
         let claim = match self.inner.claims.entry(key.clone()) {
-            Entry::Occupied(held) if held.get().lease_until > now => Claim::InFlight { fingerprint: held.get().fingerprint },
+            Entry::Occupied(held) if held.get().lease_until > now => Claim::InFlight {
+                fingerprint: held.get().fingerprint,
+            },
             entry => {
                 if let Some(record) = self.completed(key) {
                     return Ok(Claim::Completed(record));
                 }
                 let token = FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
-                let claimed = Claimed { token, fingerprint, lease_until: now + lease };
+                let claimed = Claimed {
+                    token,
+                    fingerprint,
+                    lease_until: now + lease,
+                };
                 match entry {
                     Entry::Occupied(mut lapsed) => {
                         lapsed.insert(claimed);
@@ -216,7 +225,9 @@ impl Store for MemoryStore {
             return Ok(Lookup::Completed(record));
         }
         let lookup = match self.inner.claims.get(key) {
-            Some(claim) if claim.lease_until > Instant::now() => Lookup::InFlight { fingerprint: claim.fingerprint },
+            Some(claim) if claim.lease_until > Instant::now() => Lookup::InFlight {
+                fingerprint: claim.fingerprint,
+            },
             _ => self.completed(key).map_or(Lookup::Absent, Lookup::Completed),
         };
         Ok(lookup)

@@ -17,12 +17,24 @@
 //!
 //! [`conformance`] checks all of this; every backend runs it against a real server.
 
+mod cached;
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresStore, PostgresStoreBuilder, MIGRATION};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisStore, RedisStoreBuilder};
+pub use cached::{CachedStore, ExpiringStore};
 pub use memory::MemoryStore;
 
 use crate::fingerprint::Fingerprint;

@@ -1,0 +1,208 @@
+//! An in-process cache of completed records in front of a remote store, so a hot replay costs
+//! no round trip.
+//!
+//! A completed record never changes until it expires, so a local copy is exact as long as it
+//! is dropped no later than the remote record. [`ExpiringStore`] gives the cache the remaining
+//! ttl of every completed record the remote store returns, in the same round trip.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
+use crate::fingerprint::Fingerprint;
+use crate::record::Record;
+
+/// Bookkeeping per cached record beyond its headers and body, counted in the weight so the
+/// capacity bounds real memory (the figure the memory store uses).
+const ENTRY_OVERHEAD: usize = 256;
+
+/// A store that reports how long each completed record it returns has left to live, so that a
+/// local copy ([`CachedStore`]) never outlives it.
+///
+/// The answers are those of [`Store::claim`] and [`Store::lookup`], plus `Some(remaining ttl)`
+/// when the key is completed (`None` otherwise), measured by the server in the same round trip.
+#[async_trait::async_trait]
+pub trait ExpiringStore: Store {
+    /// [`Store::claim`], with the remaining ttl of a completed record.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::claim`].
+    async fn claim_expiring(
+        &self,
+        key: &RecordKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> Result<(Claim, Option<Duration>), StoreError>;
+
+    /// [`Store::lookup`], with the remaining ttl of a completed record.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::lookup`].
+    async fn lookup_expiring(&self, key: &RecordKey) -> Result<(Lookup, Option<Duration>), StoreError>;
+}
+
+/// A remote store with an in-process cache of completed records in front of it.
+///
+/// Every completed record this process stores or reads is kept locally until the remote
+/// record's expiry (measured conservatively: from before the call that reported it), within a
+/// capacity in bytes (headers + body + about 256 bytes per record; least recently used first
+/// out). A replay of a cached key answers from [`Store::cached`] with no I/O; every other call
+/// goes to the remote store. Claims, leases and fencing are the remote store's alone, so the
+/// cache never weakens them.
+///
+/// An eviction only costs a round trip on the next replay of that key: the remote record is
+/// still there.
+///
+/// Clones share the same cache.
+///
+/// ```no_run
+/// # #[cfg(feature = "redis")]
+/// # fn build() -> Result<(), idempotent_runtime::StoreError> {
+/// use idempotent_runtime::{CachedStore, Idempotency, RedisStore};
+///
+/// let store = CachedStore::new(RedisStore::new("redis://127.0.0.1:6379/")?, 64 * 1024 * 1024);
+/// let idempotency = Idempotency::builder().store(store).build();
+/// # Ok(())
+/// # }
+/// ```
+pub struct CachedStore<S> {
+    inner: Arc<S>,
+    records: Cache<RecordKey, Arc<Local>>,
+}
+
+impl<S> Clone for CachedStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            records: self.records.clone(),
+        }
+    }
+}
+
+/// A local copy of a completed record, and when the remote one expires at the earliest.
+struct Local {
+    record: Arc<Record>,
+    expires_at: Instant,
+}
+
+struct UntilRemoteExpiry;
+
+impl Expiry<RecordKey, Arc<Local>> for UntilRemoteExpiry {
+    fn expire_after_create(&self, _: &RecordKey, local: &Arc<Local>, now: Instant) -> Option<Duration> {
+        Some(local.expires_at.saturating_duration_since(now))
+    }
+}
+
+impl<S: ExpiringStore> CachedStore<S> {
+    /// Puts a cache of at most `capacity_bytes` of completed records in front of `inner`.
+    pub fn new(inner: S, capacity_bytes: u64) -> Self {
+        let records = Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|key: &RecordKey, local: &Arc<Local>| {
+                let weight = key.as_str().len() + local.record.payload_len() + ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilRemoteExpiry)
+            .build();
+        Self {
+            inner: Arc::new(inner),
+            records,
+        }
+    }
+
+    /// The remote store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Completed records held locally (exact: runs the cache's pending maintenance first).
+    pub fn cached_records(&self) -> u64 {
+        self.records.run_pending_tasks();
+        self.records.entry_count()
+    }
+
+    /// Keeps `record` until `expires_in` after `asked` (when the remote store was asked, so the
+    /// copy expires no later than the original).
+    fn keep(&self, key: &RecordKey, record: &Arc<Record>, asked: Instant, expires_in: Option<Duration>) {
+        let Some(expires_at) = expires_in.and_then(|ttl| asked.checked_add(ttl)) else {
+            return;
+        };
+        if expires_at > Instant::now() {
+            self.records.insert(
+                key.clone(),
+                Arc::new(Local {
+                    record: Arc::clone(record),
+                    expires_at,
+                }),
+            );
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: ExpiringStore> Store for CachedStore<S> {
+    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        if let Some(record) = self.cached(key) {
+            return Ok(Claim::Completed(record));
+        }
+        let asked = Instant::now();
+        let (claim, expires_in) = self.inner.claim_expiring(key, fingerprint, lease).await?;
+        if let Claim::Completed(record) = &claim {
+            self.keep(key, record, asked, expires_in);
+        }
+        Ok(claim)
+    }
+
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
+        self.inner.renew(key, token, lease).await
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let asked = Instant::now();
+        let stored = self.inner.complete(key, token, Arc::clone(&record), ttl).await?;
+        if stored {
+            self.keep(key, &record, asked, Some(ttl));
+        }
+        Ok(stored)
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
+        self.inner.release(key, token).await
+    }
+
+    async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
+        if let Some(record) = self.cached(key) {
+            return Ok(Lookup::Completed(record));
+        }
+        let asked = Instant::now();
+        let (lookup, expires_in) = self.inner.lookup_expiring(key).await?;
+        if let Lookup::Completed(record) = &lookup {
+            self.keep(key, record, asked, expires_in);
+        }
+        Ok(lookup)
+    }
+
+    async fn wait_for_change(&self, key: &RecordKey, timeout: Duration) -> Result<(), StoreError> {
+        self.inner.wait_for_change(key, timeout).await
+    }
+
+    fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
+        let local = self.records.get(key)?;
+        // moka expires entries lazily; the deadline is checked here so a copy is never served
+        // past the remote record's expiry.
+        (local.expires_at > Instant::now()).then(|| Arc::clone(&local.record))
+    }
+}
