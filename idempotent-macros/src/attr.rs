@@ -43,10 +43,7 @@ impl Parse for RawArg {
         }
         let eq = input.parse::<Token![=]>()?;
         if input.is_empty() {
-            return Err(syn::Error::new(
-                eq.span,
-                format!("expected a value after `{name} =`"),
-            ));
+            return Err(syn::Error::new(eq.span, format!("expected a value after `{name} =`")));
         }
         let value = match ungroup(input.parse()?) {
             syn::Expr::Lit(lit) => RawValue::Lit(lit.lit),

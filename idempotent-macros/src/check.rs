@@ -136,10 +136,7 @@ impl Builder {
                 self.in_flight = choice(&arg, errors, &choices).map(|c| (c, arg.value_span()));
             }
             "on_mismatch" => {
-                let choices = [
-                    ("reject", OnMismatch::Reject),
-                    ("execute", OnMismatch::Execute),
-                ];
+                let choices = [("reject", OnMismatch::Reject), ("execute", OnMismatch::Execute)];
                 self.on_mismatch = choice(&arg, errors, &choices);
             }
             "cache" => {
@@ -162,19 +159,14 @@ impl Builder {
                 let expected: Vec<String> = ARGUMENTS.iter().map(|a| format!("`{a}`")).collect();
                 errors.push(
                     arg.name.span(),
-                    format!(
-                        "unknown argument `{name}`; expected one of {}",
-                        expected.join(", ")
-                    ),
+                    format!("unknown argument `{name}`; expected one of {}", expected.join(", ")),
                 );
             }
         }
     }
 
     fn build(self, errors: &mut Errors) -> Options {
-        if let (Some((InFlight::Accept, _)), Some((Cache::All, cache_span))) =
-            (self.in_flight, self.cache)
-        {
+        if let (Some((InFlight::Accept, _)), Some((Cache::All, cache_span))) = (self.in_flight, self.cache) {
             errors.push(
                 cache_span,
                 "`cache = \"all\"` cannot be combined with `in_flight = \"accept\"`: a 202 promises that a retry gets the \
@@ -192,9 +184,7 @@ impl Builder {
             cache: self.cache.map_or(Cache::Success, |(c, _)| c),
             fingerprint: self.fingerprint.unwrap_or(Fingerprint::Body),
             key_from: self.key_from,
-            krate: self
-                .krate
-                .unwrap_or_else(|| syn::parse_quote!(::idempotent_actix)),
+            krate: self.krate.unwrap_or_else(|| syn::parse_quote!(::idempotent_actix)),
         }
     }
 }
@@ -225,11 +215,7 @@ fn string(arg: &RawArg, errors: &mut Errors) -> Option<LitStr> {
         _ => {
             errors.push(
                 arg.value_span(),
-                format!(
-                    "`{}` takes a string literal, e.g. {}",
-                    arg.name,
-                    example(&arg.name)
-                ),
+                format!("`{}` takes a string literal, e.g. {}", arg.name, example(&arg.name)),
             );
             None
         }
@@ -256,10 +242,7 @@ fn choice<T: Copy>(arg: &RawArg, errors: &mut Errors, choices: &[(&str, T)]) -> 
     if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value) {
         return Some(*choice);
     }
-    let allowed: Vec<String> = choices
-        .iter()
-        .map(|(name, _)| format!("`\"{name}\"`"))
-        .collect();
+    let allowed: Vec<String> = choices.iter().map(|(name, _)| format!("`\"{name}\"`")).collect();
     errors.push(
         s.span(),
         format!(
@@ -370,10 +353,7 @@ pub fn handler(item: syn::Item, errors: &mut Errors) -> Option<syn::ItemFn> {
         );
     }
     if let Some(variadic) = &signature.variadic {
-        errors.push(
-            variadic.dots.spans[0],
-            "`#[idempotent]` handlers cannot be variadic",
-        );
+        errors.push(variadic.dots.spans[0], "`#[idempotent]` handlers cannot be variadic");
     }
     Some(function)
 }
@@ -533,11 +513,8 @@ mod tests {
     fn an_unknown_argument_lists_the_known_ones_and_is_never_a_duplicate() {
         assert_eq!(
             errors(quote!(ttll = "1h", ttll = "2h")),
-            [
-                "unknown argument `ttll`; expected one of `ttl`, `scope`, `header`, `required`, `in_flight`, \
-                 `on_mismatch`, `cache`, `fingerprint`, `key_from`, `crate`";
-                2
-            ]
+            ["unknown argument `ttll`; expected one of `ttl`, `scope`, `header`, `required`, `in_flight`, \
+                 `on_mismatch`, `cache`, `fingerprint`, `key_from`, `crate`"; 2]
         );
     }
 
@@ -556,10 +533,7 @@ mod tests {
     #[test]
     fn a_value_from_a_macro_rules_fragment_is_unwrapped() {
         // `$ttl:expr` reaches the attribute as a literal inside an invisible group.
-        let grouped = Group::new(
-            Delimiter::None,
-            TokenTree::Literal(Literal::string("15m")).into(),
-        );
+        let grouped = Group::new(Delimiter::None, TokenTree::Literal(Literal::string("15m")).into());
         assert_eq!(valid(quote!(ttl = #grouped)).ttl_seconds, 900);
     }
 

@@ -21,10 +21,7 @@ impl std::fmt::Display for DurationError {
                 write!(f, "unit `{unit}` has no number before it; {ALLOWED}")
             }
             Self::MissingUnit(n) => {
-                write!(
-                    f,
-                    "`{n}` has no unit; expected e.g. `\"{n}s\"` or `\"{n}m\"`"
-                )
+                write!(f, "`{n}` has no unit; expected e.g. `\"{n}s\"` or `\"{n}m\"`")
             }
             Self::UnknownUnit(unit) => write!(f, "unknown unit `{unit}`; {ALLOWED}"),
             Self::Zero => write!(f, "duration must be greater than zero, e.g. `\"30s\"`"),
@@ -102,9 +99,6 @@ mod tests {
     #[test]
     fn refuses_overflow_and_more_than_a_year() {
         assert_eq!(parse_seconds("366d"), Err(DurationError::TooLong));
-        assert_eq!(
-            parse_seconds("99999999999999999999s"),
-            Err(DurationError::TooLong)
-        );
+        assert_eq!(parse_seconds("99999999999999999999s"), Err(DurationError::TooLong));
     }
 }

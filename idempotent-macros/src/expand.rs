@@ -47,12 +47,7 @@ fn with_errors(item: TokenStream, error: syn::Error) -> TokenStream {
 fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
     let krate = &options.krate;
     let private = quote!(#krate::__private);
-    let syn::ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = function;
+    let syn::ItemFn { attrs, vis, sig, block } = function;
     let name = &sig.ident;
     let (impl_generics, _, where_clause) = sig.generics.split_for_impl();
 
@@ -67,9 +62,7 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
             syn::FnArg::Receiver(_) => None,
         })
         .collect();
-    let arg_names: Vec<syn::Ident> = (0..args.len())
-        .map(|i| format_ident!("__idempotent_arg{i}"))
-        .collect();
+    let arg_names: Vec<syn::Ident> = (0..args.len()).map(|i| format_ident!("__idempotent_arg{i}")).collect();
     // Generated locals are always written with the macro's own span, even inside code spanned
     // with the user's tokens: a handler written by a `macro_rules!` gives those tokens another
     // hygiene context, in which the locals would not resolve.

@@ -189,15 +189,21 @@ impl Idempotency {
     }
 
     pub(crate) fn in_flight(&self) -> IdempotencyError {
-        IdempotencyError::InFlight { retry_after: self.inner.retry_after }
+        IdempotencyError::InFlight {
+            retry_after: self.inner.retry_after,
+        }
     }
 
     pub(crate) fn accepted(&self) -> IdempotencyError {
-        IdempotencyError::Accepted { retry_after: self.inner.retry_after }
+        IdempotencyError::Accepted {
+            retry_after: self.inner.retry_after,
+        }
     }
 
     pub(crate) fn store_unavailable(&self) -> IdempotencyError {
-        IdempotencyError::StoreUnavailable { retry_after: self.inner.retry_after }
+        IdempotencyError::StoreUnavailable {
+            retry_after: self.inner.retry_after,
+        }
     }
 }
 

@@ -70,7 +70,12 @@ impl Flights {
                 let (state, _) = watch::channel(State::Claiming);
                 let flight = Arc::new(Flight { fingerprint, state });
                 vacant.insert(Arc::clone(&flight));
-                Role::Leader(LeaderGuard { flights: self.clone(), key: key.clone(), flight, published: false })
+                Role::Leader(LeaderGuard {
+                    flights: self.clone(),
+                    key: key.clone(),
+                    flight,
+                    published: false,
+                })
             }
         }
     }
@@ -105,7 +110,9 @@ impl LeaderGuard {
             return;
         }
         self.published = true;
-        self.flights.map.remove_if(&self.key, |_, flight| Arc::ptr_eq(flight, &self.flight));
+        self.flights
+            .map
+            .remove_if(&self.key, |_, flight| Arc::ptr_eq(flight, &self.flight));
         self.flight.state.send_replace(State::Done(shared));
     }
 }
@@ -127,19 +134,28 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_answers_its_followers() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else { panic!("first joins lead") };
-        let Role::Follower(flight) = flights.join(&key(), Fingerprint([0; 32])) else { panic!("second follows") };
+        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else {
+            panic!("first joins lead")
+        };
+        let Role::Follower(flight) = flights.join(&key(), Fingerprint([0; 32])) else {
+            panic!("second follows")
+        };
         let mut state = flight.subscribe();
         drop(leader);
         let done = state.wait_for(|s| matches!(s, State::Done(_))).await.unwrap().clone();
-        assert!(matches!(done, State::Done(Shared::Failed(IdempotencyError::HandlerFailed))));
+        assert!(matches!(
+            done,
+            State::Done(Shared::Failed(IdempotencyError::HandlerFailed))
+        ));
         assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]
     async fn a_published_key_is_led_again() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else { panic!() };
+        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else {
+            panic!()
+        };
         leader.publish(Shared::Busy);
         assert!(matches!(flights.join(&key(), Fingerprint([0; 32])), Role::Leader(_)));
     }

@@ -17,15 +17,30 @@ pub(crate) enum Captured {
     /// The whole body, within the size and time limits.
     Complete { head: HttpResponse<()>, body: Bytes },
     /// The body exceeded a limit or failed: what was read, followed by the rest, still to send.
-    Partial { head: HttpResponse<()>, body: BoxBody, failed: bool },
+    Partial {
+        head: HttpResponse<()>,
+        body: BoxBody,
+        failed: bool,
+    },
 }
 
 /// Reads the response body into memory, up to `limit` bytes and `time` long.
 pub(crate) async fn capture(response: HttpResponse, limit: usize, time: Duration) -> Captured {
     let (head, body) = response.into_parts();
     match body.size() {
-        BodySize::None | BodySize::Sized(0) => return Captured::Complete { head, body: Bytes::new() },
-        BodySize::Sized(len) if len > limit as u64 => return Captured::Partial { head, body, failed: false },
+        BodySize::None | BodySize::Sized(0) => {
+            return Captured::Complete {
+                head,
+                body: Bytes::new(),
+            }
+        }
+        BodySize::Sized(len) if len > limit as u64 => {
+            return Captured::Partial {
+                head,
+                body,
+                failed: false,
+            }
+        }
         _ => {}
     }
     let mut body = match body.try_into_bytes() {
@@ -41,7 +56,12 @@ pub(crate) async fn capture(response: HttpResponse, limit: usize, time: Duration
             () = &mut deadline => return partial(head, read, body, false),
         };
         match next {
-            None => return Captured::Complete { head, body: read.freeze() },
+            None => {
+                return Captured::Complete {
+                    head,
+                    body: read.freeze(),
+                }
+            }
             Some(Ok(chunk)) if read.len() + chunk.len() > limit => {
                 read.extend_from_slice(&chunk);
                 return partial(head, read, body, false);
@@ -56,7 +76,10 @@ pub(crate) async fn capture(response: HttpResponse, limit: usize, time: Duration
 }
 
 fn partial(head: HttpResponse<()>, read: BytesMut, rest: BoxBody, failed: bool) -> Captured {
-    let body = BoxBody::new(Prefixed { prefix: Some(read.freeze()).filter(|b| !b.is_empty()), rest });
+    let body = BoxBody::new(Prefixed {
+        prefix: Some(read.freeze()).filter(|b| !b.is_empty()),
+        rest,
+    });
     Captured::Partial { head, body, failed }
 }
 
@@ -116,7 +139,9 @@ fn is_storable(name: &HeaderName, connection_tokens: &[&str]) -> bool {
         && name_str != "keep-alive"
         && name_str != "proxy-connection"
         && name_str != "set-cookie2"
-        && !connection_tokens.iter().any(|token| token.eq_ignore_ascii_case(name_str))
+        && !connection_tokens
+            .iter()
+            .any(|token| token.eq_ignore_ascii_case(name_str))
 }
 
 /// The storable part of a response.

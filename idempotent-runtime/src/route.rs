@@ -119,7 +119,10 @@ pub struct Route {
 impl Route {
     /// Wraps options; `const` so generated code can keep it in a `static`.
     pub const fn new(options: RouteOptions) -> Self {
-        Self { options, header: OnceLock::new() }
+        Self {
+            options,
+            header: OnceLock::new(),
+        }
     }
 
     /// The route's options.

@@ -7,9 +7,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{
-    connect_and_write, new_key, post_head, read_to_close, send, serve, serve_with, Runs, TestServer,
-};
+use crate::support::{connect_and_write, new_key, post_head, read_to_close, send, serve, serve_with, Runs, TestServer};
 
 const HANDLER_TIME: Duration = Duration::from_millis(300);
 
@@ -23,10 +21,7 @@ async fn slow_order(body: web::Json<serde_json::Value>, runs: web::Data<Runs>) -
 
 /// The same handler without the attribute: what actix does on its own.
 #[post("/unprotected")]
-async fn slow_unprotected_order(
-    body: web::Json<serde_json::Value>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn slow_unprotected_order(body: web::Json<serde_json::Value>, runs: web::Data<Runs>) -> HttpResponse {
     tokio::time::sleep(HANDLER_TIME).await;
     HttpResponse::Created().json(json!({ "completed_run": runs.hit(), "order": body.into_inner() }))
 }
@@ -43,10 +38,7 @@ async fn send_order_and_wait_until_running(server: &TestServer, key: &str) -> Tc
 }
 
 async fn send_and_wait_until_running(server: &TestServer, path: &str, key: &str) -> TcpStream {
-    let headers = [
-        ("Idempotency-Key", key),
-        ("Content-Type", "application/json"),
-    ];
+    let headers = [("Idempotency-Key", key), ("Content-Type", "application/json")];
     let mut request = post_head(server.addr(), path, &headers, ORDER.len()).into_bytes();
     request.extend_from_slice(ORDER.as_bytes());
     let stream = connect_and_write(server.addr(), &request).await;
@@ -55,11 +47,7 @@ async fn send_and_wait_until_running(server: &TestServer, path: &str, key: &str)
 }
 
 async fn assert_completed_once_and_replayed(server: &TestServer, key: &str) {
-    assert_eq!(
-        server.runs(),
-        0,
-        "the client left before the handler finished"
-    );
+    assert_eq!(server.runs(), 0, "the client left before the handler finished");
     server.wait_for_runs(1).await;
     let retry = send(
         server
@@ -71,17 +59,13 @@ async fn assert_completed_once_and_replayed(server: &TestServer, key: &str) {
     .await;
     assert_eq!(retry.status, StatusCode::CREATED);
     assert!(retry.is_replay());
-    assert_eq!(
-        retry.json(),
-        json!({ "completed_run": 1, "order": { "item": "book" } })
-    );
+    assert_eq!(retry.json(), json!({ "completed_run": 1, "order": { "item": "book" } }));
     tokio::time::sleep(HANDLER_TIME).await;
     assert_eq!(server.runs(), 1);
 }
 
 #[actix_web::test]
-async fn a_client_that_closes_with_fin_mid_request_does_not_cancel_the_handler_and_a_retry_gets_the_replay(
-) {
+async fn a_client_that_closes_with_fin_mid_request_does_not_cancel_the_handler_and_a_retry_gets_the_replay() {
     let server = serve(routes);
     let key = new_key();
 
@@ -93,8 +77,7 @@ async fn a_client_that_closes_with_fin_mid_request_does_not_cancel_the_handler_a
 }
 
 #[actix_web::test]
-async fn a_client_that_resets_with_rst_mid_request_does_not_cancel_the_handler_and_a_retry_gets_the_replay(
-) {
+async fn a_client_that_resets_with_rst_mid_request_does_not_cancel_the_handler_and_a_retry_gets_the_replay() {
     let server = serve(routes);
     let key = new_key();
 
@@ -126,10 +109,7 @@ async fn a_client_that_half_closes_still_receives_the_response() {
 async fn a_client_that_resets_mid_upload_leaves_the_key_free_for_a_retry() {
     let server = serve(routes);
     let key = new_key();
-    let headers = [
-        ("Idempotency-Key", key.as_str()),
-        ("Content-Type", "application/json"),
-    ];
+    let headers = [("Idempotency-Key", key.as_str()), ("Content-Type", "application/json")];
 
     let mut partial = post_head(server.addr(), "/slow", &headers, ORDER.len() + 100).into_bytes();
     partial.extend_from_slice(ORDER.as_bytes());

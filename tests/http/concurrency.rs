@@ -13,8 +13,7 @@ const HANDLER_TIME: Duration = Duration::from_millis(300);
 async fn slow_order(body: serde_json::Value, runs: &Runs) -> HttpResponse {
     let run = runs.hit();
     tokio::time::sleep(HANDLER_TIME).await;
-    HttpResponse::Created()
-        .json(json!({ "run": run, "order": body, "id": uuid::Uuid::new_v4().to_string() }))
+    HttpResponse::Created().json(json!({ "run": run, "order": body, "id": uuid::Uuid::new_v4().to_string() }))
 }
 
 #[post("/wait")]
@@ -25,19 +24,13 @@ async fn wait_for_first(body: web::Json<serde_json::Value>, runs: web::Data<Runs
 
 #[post("/reject")]
 #[idempotent(in_flight = "reject")]
-async fn reject_duplicates(
-    body: web::Json<serde_json::Value>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn reject_duplicates(body: web::Json<serde_json::Value>, runs: web::Data<Runs>) -> HttpResponse {
     slow_order(body.into_inner(), &runs).await
 }
 
 #[post("/accept")]
 #[idempotent(in_flight = "accept")]
-async fn accept_duplicates(
-    body: web::Json<serde_json::Value>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn accept_duplicates(body: web::Json<serde_json::Value>, runs: web::Data<Runs>) -> HttpResponse {
     slow_order(body.into_inner(), &runs).await
 }
 
@@ -208,10 +201,7 @@ async fn a_mismatched_request_arriving_while_the_first_runs_is_a_conflict_at_onc
     let first = first.await.unwrap();
 
     assert_eq!(server.runs(), 1);
-    assert!(
-        waited < HANDLER_TIME,
-        "refused without waiting, waited {waited:?}"
-    );
+    assert!(waited < HANDLER_TIME, "refused without waiting, waited {waited:?}");
     assert_eq!(mismatch.status, StatusCode::CONFLICT);
     assert_eq!(mismatch.problem_code(), "idempotency_conflict");
     assert_eq!(first.status, StatusCode::CREATED);

@@ -16,11 +16,7 @@ async fn an_app_without_any_idempotency_configuration_still_replays() {
         cfg.service(create_order);
     });
     let key = new_key();
-    let req = || {
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str()))
-    };
+    let req = || server.post("/orders").insert_header(("Idempotency-Key", key.as_str()));
 
     let first = send(req(), "").await;
     let retry = send(req(), "").await;
@@ -33,20 +29,12 @@ async fn an_app_without_any_idempotency_configuration_still_replays() {
 
 #[actix_web::test]
 async fn a_configuration_registered_as_web_data_is_used() {
-    let idempotency = web::Data::new(
-        Idempotency::builder()
-            .replay_header("X-Replayed-From-Data")
-            .build(),
-    );
+    let idempotency = web::Data::new(Idempotency::builder().replay_header("X-Replayed-From-Data").build());
     let server = serve_unconfigured(move |cfg| {
         cfg.app_data(idempotency.clone()).service(create_order);
     });
     let key = new_key();
-    let req = || {
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str()))
-    };
+    let req = || server.post("/orders").insert_header(("Idempotency-Key", key.as_str()));
 
     let first = send(req(), "").await;
     let retry = send(req(), "").await;
@@ -94,32 +82,18 @@ fn routes(cfg: &mut web::ServiceConfig) {
 async fn namespaces_keep_environments_apart_in_one_store() {
     let store = MemoryStore::default();
     let live = serve_with(
-        Idempotency::builder()
-            .store(store.clone())
-            .namespace("live:")
-            .build(),
+        Idempotency::builder().store(store.clone()).namespace("live:").build(),
         routes,
     );
     let test = serve_with(
-        Idempotency::builder()
-            .store(store.clone())
-            .namespace("test:")
-            .build(),
+        Idempotency::builder().store(store.clone()).namespace("test:").build(),
         routes,
     );
-    let live_again = serve_with(
-        Idempotency::builder()
-            .store(store)
-            .namespace("live:")
-            .build(),
-        routes,
-    );
+    let live_again = serve_with(Idempotency::builder().store(store).namespace("live:").build(), routes);
     let key = new_key();
     let order = |server: &crate::support::TestServer| {
         send(
-            server
-                .post("/orders")
-                .insert_header(("Idempotency-Key", key.as_str())),
+            server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
             "",
         )
     };

@@ -42,10 +42,7 @@ async fn the_error_hook_replaces_the_problem_envelope_and_keeps_the_code_and_sta
 
     assert_eq!(conflict.status, StatusCode::CONFLICT);
     assert_eq!(conflict.header("content-type"), Some("application/json"));
-    assert_eq!(
-        conflict.header("x-error-code"),
-        Some("idempotency_conflict")
-    );
+    assert_eq!(conflict.header("x-error-code"), Some("idempotency_conflict"));
     let envelope = conflict.json();
     assert_eq!(envelope["error"]["code"], "idempotency_conflict");
     assert_eq!(envelope["error"]["path"], "/orders");
@@ -81,11 +78,7 @@ async fn the_error_hook_receives_the_configured_conflict_status() {
         .build();
     let server = serve_with(idempotency, routes);
     let key = new_key();
-    let req = || {
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str()))
-    };
+    let req = || server.post("/orders").insert_header(("Idempotency-Key", key.as_str()));
 
     send(req(), "first").await;
     let conflict = send(req(), "second").await;
@@ -101,27 +94,16 @@ async fn a_default_problem_body_carries_type_title_status_detail_and_code() {
 
     let missing = send(server.post("/orders"), "").await;
 
-    assert_eq!(
-        missing.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert_eq!(missing.header("content-type"), Some("application/problem+json"));
     let problem = missing.json();
-    let members: Vec<&str> = problem
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let members: Vec<&str> = problem.as_object().unwrap().keys().map(String::as_str).collect();
     for member in ["type", "title", "status", "detail", "code"] {
         assert!(members.contains(&member), "{member} in {problem}");
     }
     assert_eq!(problem["status"], 400);
     assert_eq!(problem["code"], "idempotency_key_missing");
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Idempotency-Key"),
+        problem["detail"].as_str().unwrap().contains("Idempotency-Key"),
         "{problem}"
     );
     assert_eq!(server.runs(), 0);

@@ -18,11 +18,7 @@ async fn a_key_is_replayed_within_its_ttl_and_runs_again_after_it() {
         cfg.service(create_quote);
     });
     let key = new_key();
-    let quote = || {
-        server
-            .post("/quotes")
-            .insert_header(("Idempotency-Key", key.as_str()))
-    };
+    let quote = || server.post("/quotes").insert_header(("Idempotency-Key", key.as_str()));
 
     let first = send(quote(), "").await;
     let within_ttl = send(quote(), "").await;

@@ -55,10 +55,7 @@ async fn transfer(
 
 #[post("/uploads")]
 #[idempotent]
-async fn upload(
-    mut payload: web::Payload,
-    runs: web::Data<Runs>,
-) -> actix_web::Result<HttpResponse> {
+async fn upload(mut payload: web::Payload, runs: web::Data<Runs>) -> actix_web::Result<HttpResponse> {
     let mut received = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         received.extend_from_slice(&chunk?);
@@ -68,19 +65,13 @@ async fn upload(
 
 #[post("/references")]
 #[idempotent(key_from = "/reference_id")]
-async fn create_by_reference(
-    body: web::Json<serde_json::Value>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn create_by_reference(body: web::Json<serde_json::Value>, runs: web::Data<Runs>) -> HttpResponse {
     HttpResponse::Created().json(json!({ "run": runs.hit(), "reference_id": body["reference_id"] }))
 }
 
 #[post("/strict-transfers")]
 #[idempotent(cache = "non-server-error")]
-async fn transfer_storing_client_errors(
-    body: web::Json<Transfer>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn transfer_storing_client_errors(body: web::Json<Transfer>, runs: web::Data<Runs>) -> HttpResponse {
     HttpResponse::Created().json(json!({ "run": runs.hit(), "amount": body.amount }))
 }
 
@@ -120,11 +111,7 @@ async fn custom_path_query_and_json_extractors_see_the_request_and_the_result_is
 async fn a_handler_taking_web_payload_reads_the_whole_body_and_is_replayed() {
     let server = serve(routes);
     let key = new_key();
-    let req = || {
-        server
-            .post("/uploads")
-            .insert_header(("Idempotency-Key", key.as_str()))
-    };
+    let req = || server.post("/uploads").insert_header(("Idempotency-Key", key.as_str()));
 
     let first = send(req(), vec![7u8; 300 * 1024]).await;
     let retry = send(req(), vec![7u8; 300 * 1024]).await;
@@ -220,11 +207,7 @@ async fn key_from_takes_the_key_from_the_body_when_the_header_is_absent() {
 
     let first = send(req(), body.to_string()).await;
     let retry = send(req(), body.to_string()).await;
-    let other = send(
-        req(),
-        json!({ "reference_id": new_key(), "amount": 5 }).to_string(),
-    )
-    .await;
+    let other = send(req(), json!({ "reference_id": new_key(), "amount": 5 }).to_string()).await;
 
     assert_eq!(first.status, StatusCode::CREATED);
     assert!(retry.is_replay());
@@ -239,16 +222,8 @@ async fn key_from_with_the_same_reference_and_another_body_is_a_conflict() {
     let reference = new_key();
     let req = || server.post("/references").content_type("application/json");
 
-    send(
-        req(),
-        json!({ "reference_id": reference, "amount": 5 }).to_string(),
-    )
-    .await;
-    let other = send(
-        req(),
-        json!({ "reference_id": reference, "amount": 6 }).to_string(),
-    )
-    .await;
+    send(req(), json!({ "reference_id": reference, "amount": 5 }).to_string()).await;
+    let other = send(req(), json!({ "reference_id": reference, "amount": 6 }).to_string()).await;
 
     assert_eq!(other.status, StatusCode::CONFLICT);
     assert_eq!(other.problem_code(), "idempotency_conflict");
@@ -287,10 +262,7 @@ async fn key_from_gives_way_to_the_header_key_when_both_are_present() {
     let other_reference_same_header = req(new_key()).await;
 
     assert_eq!(first.status, StatusCode::CREATED);
-    assert_eq!(
-        other_reference_same_header.problem_code(),
-        "idempotency_conflict"
-    );
+    assert_eq!(other_reference_same_header.problem_code(), "idempotency_conflict");
     assert_eq!(server.runs(), 1);
 }
 
@@ -299,11 +271,7 @@ async fn key_from_with_an_invalid_key_in_the_body_is_400_key_invalid() {
     let server = serve(routes);
     let body = json!({ "reference_id": "r".repeat(256) }).to_string();
 
-    let reply = send(
-        server.post("/references").content_type("application/json"),
-        body,
-    )
-    .await;
+    let reply = send(server.post("/references").content_type("application/json"), body).await;
 
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.problem_code(), "idempotency_key_invalid");

@@ -48,27 +48,16 @@ async fn the_same_key_with_another_body_is_a_409_conflict_problem() {
     assert_eq!(server.runs(), 1);
     assert_eq!(first.status, StatusCode::CREATED);
     assert_eq!(other.status, StatusCode::CONFLICT);
-    assert_eq!(
-        other.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert_eq!(other.header("content-type"), Some("application/problem+json"));
     let problem = other.json();
     assert_eq!(problem["code"], "idempotency_conflict");
     assert_eq!(problem["status"], 409);
     assert!(
-        problem["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("https://")),
+        problem["type"].as_str().is_some_and(|t| t.starts_with("https://")),
         "{problem}"
     );
-    assert!(
-        problem["title"].as_str().is_some_and(|t| !t.is_empty()),
-        "{problem}"
-    );
-    assert!(
-        problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{problem}"
-    );
+    assert!(problem["title"].as_str().is_some_and(|t| !t.is_empty()), "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
     assert!(!other.is_replay());
 }
 
@@ -117,9 +106,7 @@ async fn a_key_reused_on_another_route_is_a_conflict_never_an_execution() {
     )
     .await;
     let other_route = send(
-        server
-            .post("/refunds")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/refunds").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
@@ -175,21 +162,13 @@ async fn json_fingerprints_treat_reordered_keys_and_whitespace_as_the_same_reque
             .content_type("application/json")
     };
 
-    let first = send(
-        req(),
-        r#"{"amount":5,"currency":"eur","meta":{"a":1,"b":[1,2]}}"#,
-    )
-    .await;
+    let first = send(req(), r#"{"amount":5,"currency":"eur","meta":{"a":1,"b":[1,2]}}"#).await;
     let reordered = send(
         req(),
         "{ \"meta\": { \"b\": [1, 2], \"a\": 1 },\n  \"currency\": \"eur\", \"amount\": 5 }",
     )
     .await;
-    let changed = send(
-        req(),
-        r#"{"amount":6,"currency":"eur","meta":{"a":1,"b":[1,2]}}"#,
-    )
-    .await;
+    let changed = send(req(), r#"{"amount":6,"currency":"eur","meta":{"a":1,"b":[1,2]}}"#).await;
 
     assert_eq!(server.runs(), 1);
     assert_eq!(first.status, StatusCode::CREATED);

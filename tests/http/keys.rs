@@ -31,13 +31,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn post_with_key(server: &TestServer, path: &str, key: impl Into<HeaderValue>) -> Reply {
-    send(
-        server
-            .post(path)
-            .insert_header(("Idempotency-Key", key.into())),
-        "",
-    )
-    .await
+    send(server.post(path).insert_header(("Idempotency-Key", key.into())), "").await
 }
 
 #[actix_web::test]
@@ -174,12 +168,7 @@ fn assert_invalid_and_not_run(server: &TestServer, reply: Reply) {
 async fn a_key_of_256_characters_is_invalid_and_does_not_run() {
     let server = serve(routes);
 
-    let reply = post_with_key(
-        &server,
-        "/charges",
-        HeaderValue::from_str(&"k".repeat(256)).unwrap(),
-    )
-    .await;
+    let reply = post_with_key(&server, "/charges", HeaderValue::from_str(&"k".repeat(256)).unwrap()).await;
 
     assert_invalid_and_not_run(&server, reply);
 }
@@ -197,12 +186,7 @@ async fn a_key_with_a_control_character_is_invalid_and_does_not_run() {
 async fn a_key_with_a_non_ascii_character_is_invalid_and_does_not_run() {
     let server = serve(routes);
 
-    let reply = post_with_key(
-        &server,
-        "/charges",
-        HeaderValue::from_bytes("café".as_bytes()).unwrap(),
-    )
-    .await;
+    let reply = post_with_key(&server, "/charges", HeaderValue::from_bytes("café".as_bytes()).unwrap()).await;
 
     assert_invalid_and_not_run(&server, reply);
 }
@@ -227,16 +211,12 @@ async fn a_route_with_a_custom_key_header_reads_the_key_from_it() {
     let event = new_key();
 
     let first = send(
-        server
-            .post("/webhooks")
-            .insert_header(("X-Event-ID", event.as_str())),
+        server.post("/webhooks").insert_header(("X-Event-ID", event.as_str())),
         "",
     )
     .await;
     let retry = send(
-        server
-            .post("/webhooks")
-            .insert_header(("x-event-id", event.as_str())),
+        server.post("/webhooks").insert_header(("x-event-id", event.as_str())),
         "",
     )
     .await;

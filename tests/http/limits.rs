@@ -16,15 +16,11 @@ use crate::support::{bounded, new_key, send, serve, serve_with, Runs};
 #[idempotent]
 async fn store_document(doc: web::Json<serde_json::Value>, runs: web::Data<Runs>) -> HttpResponse {
     let data = doc["data"].as_str().unwrap_or_default();
-    HttpResponse::Created()
-        .json(json!({ "run": runs.hit(), "len": data.len(), "head": &data[..data.len().min(8)] }))
+    HttpResponse::Created().json(json!({ "run": runs.hit(), "len": data.len(), "head": &data[..data.len().min(8)] }))
 }
 
 #[idempotent]
-async fn store_small_document(
-    doc: web::Json<serde_json::Value>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn store_small_document(doc: web::Json<serde_json::Value>, runs: web::Data<Runs>) -> HttpResponse {
     HttpResponse::Created().json(json!({ "run": runs.hit(), "doc": doc.into_inner() }))
 }
 
@@ -50,14 +46,8 @@ async fn stream_report(runs: web::Data<Runs>) -> HttpResponse {
 #[idempotent]
 async fn stream_small(runs: web::Data<Runs>) -> HttpResponse {
     let run = runs.hit();
-    let chunks = [
-        format!("run {run}: "),
-        "part one, ".to_owned(),
-        "part two".to_owned(),
-    ];
-    HttpResponse::Ok().streaming(stream::iter(
-        chunks.map(|c| Ok::<_, actix_web::Error>(Bytes::from(c))),
-    ))
+    let chunks = [format!("run {run}: "), "part one, ".to_owned(), "part two".to_owned()];
+    HttpResponse::Ok().streaming(stream::iter(chunks.map(|c| Ok::<_, actix_web::Error>(Bytes::from(c)))))
 }
 
 #[post("/slow-stream")]
@@ -155,10 +145,7 @@ async fn the_handlers_own_json_limit_still_applies_and_its_error_is_actix_not_ou
     let small = send(req(), json!({ "data": "x" }).to_string()).await;
 
     assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_ne!(
-        too_large.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert_ne!(too_large.header("content-type"), Some("application/problem+json"));
     assert_eq!(small.status, StatusCode::CREATED);
     assert_eq!(small.json(), json!({ "run": 1, "doc": { "data": "x" } }));
     assert_eq!(server.runs(), 1);
@@ -166,16 +153,11 @@ async fn the_handlers_own_json_limit_still_applies_and_its_error_is_actix_not_ou
 
 #[actix_web::test]
 async fn a_keyed_body_larger_than_max_request_bytes_gets_413_body_too_large_and_does_not_run() {
-    let server = serve_with(
-        Idempotency::builder().max_request_bytes(1024).build(),
-        routes,
-    );
+    let server = serve_with(Idempotency::builder().max_request_bytes(1024).build(), routes);
     let key = new_key();
 
     let reply = send(
-        server
-            .post("/echo")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/echo").insert_header(("Idempotency-Key", key.as_str())),
         vec![b'x'; 4096],
     )
     .await;
@@ -186,23 +168,14 @@ async fn a_keyed_body_larger_than_max_request_bytes_gets_413_body_too_large_and_
 }
 
 #[actix_web::test]
-async fn a_chunked_keyed_body_larger_than_max_request_bytes_gets_413_body_too_large_and_does_not_run(
-) {
-    let server = serve_with(
-        Idempotency::builder().max_request_bytes(1024).build(),
-        routes,
-    );
+async fn a_chunked_keyed_body_larger_than_max_request_bytes_gets_413_body_too_large_and_does_not_run() {
+    let server = serve_with(Idempotency::builder().max_request_bytes(1024).build(), routes);
     let key = new_key();
     let chunks = (0..8).map(|_| Ok::<_, actix_web::Error>(Bytes::from(vec![b'x'; 512])));
-    let req = server
-        .post("/echo")
-        .insert_header(("Idempotency-Key", key.as_str()));
+    let req = server.post("/echo").insert_header(("Idempotency-Key", key.as_str()));
 
     let reply = crate::support::bounded(async {
-        let mut response = req
-            .send_stream(stream::iter(chunks))
-            .await
-            .expect("a response");
+        let mut response = req.send_stream(stream::iter(chunks)).await.expect("a response");
         (response.status(), response.body().await.expect("a body"))
     })
     .await;
@@ -216,10 +189,7 @@ async fn a_chunked_keyed_body_larger_than_max_request_bytes_gets_413_body_too_la
 
 #[actix_web::test]
 async fn an_unkeyed_body_larger_than_max_request_bytes_runs_unprotected() {
-    let server = serve_with(
-        Idempotency::builder().max_request_bytes(1024).build(),
-        routes,
-    );
+    let server = serve_with(Idempotency::builder().max_request_bytes(1024).build(), routes);
 
     let reply = send(server.post("/echo"), vec![b'x'; 4096]).await;
 
@@ -233,11 +203,7 @@ async fn a_response_over_max_response_bytes_is_sent_whole_and_a_retry_gets_respo
     let idempotency = Idempotency::builder().max_response_bytes(1024).build();
     let server = serve_with(idempotency.clone(), routes);
     let key = new_key();
-    let req = || {
-        server
-            .post("/reports")
-            .insert_header(("Idempotency-Key", key.as_str()))
-    };
+    let req = || server.post("/reports").insert_header(("Idempotency-Key", key.as_str()));
 
     let first = send(req(), "").await;
     let retry = send(req(), "").await;
@@ -251,8 +217,7 @@ async fn a_response_over_max_response_bytes_is_sent_whole_and_a_retry_gets_respo
 }
 
 #[actix_web::test]
-async fn a_streamed_response_over_max_response_bytes_is_sent_whole_and_a_retry_gets_response_not_stored(
-) {
+async fn a_streamed_response_over_max_response_bytes_is_sent_whole_and_a_retry_gets_response_not_stored() {
     let idempotency = Idempotency::builder().max_response_bytes(1024).build();
     let server = serve_with(idempotency.clone(), routes);
     let key = new_key();
@@ -295,11 +260,7 @@ async fn a_streamed_response_within_max_response_bytes_is_replayed_with_the_same
 async fn a_gzip_request_body_is_decompressed_once_for_the_handler_and_replayed() {
     let server = serve(routes);
     let key = new_key();
-    let compressed = gzip(
-        json!({ "data": "compressed document" })
-            .to_string()
-            .as_bytes(),
-    );
+    let compressed = gzip(json!({ "data": "compressed document" }).to_string().as_bytes());
     let req = || {
         server
             .post("/documents")
@@ -312,10 +273,7 @@ async fn a_gzip_request_body_is_decompressed_once_for_the_handler_and_replayed()
     let retry = send(req(), compressed).await;
 
     assert_eq!(first.status, StatusCode::CREATED);
-    assert_eq!(
-        first.json(),
-        json!({ "run": 1, "len": 19, "head": "compress" })
-    );
+    assert_eq!(first.json(), json!({ "run": 1, "len": 19, "head": "compress" }));
     assert!(retry.is_replay());
     assert_eq!(retry.body, first.body);
     assert_eq!(server.runs(), 1);
@@ -337,8 +295,7 @@ async fn a_gzip_request_body_reaches_a_bytes_extractor_decompressed() {
 }
 
 #[actix_web::test]
-async fn a_streamed_response_slower_than_capture_timeout_is_sent_whole_and_a_retry_gets_response_not_stored(
-) {
+async fn a_streamed_response_slower_than_capture_timeout_is_sent_whole_and_a_retry_gets_response_not_stored() {
     let idempotency = Idempotency::builder()
         .capture_timeout(Duration::from_millis(100))
         .build();

@@ -27,10 +27,7 @@ async fn store_successes(outcome: web::Query<Outcome>, runs: web::Data<Runs>) ->
 
 #[post("/non-server-error")]
 #[idempotent(cache = "non-server-error")]
-async fn store_non_server_errors(
-    outcome: web::Query<Outcome>,
-    runs: web::Data<Runs>,
-) -> HttpResponse {
+async fn store_non_server_errors(outcome: web::Query<Outcome>, runs: web::Data<Runs>) -> HttpResponse {
     respond_with(&outcome, &runs)
 }
 
@@ -69,36 +66,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
 
 async fn post_twice(server: &TestServer, path: &str) -> (Reply, Reply) {
     let key = new_key();
-    let first = send(
-        server
-            .post(path)
-            .insert_header(("Idempotency-Key", key.as_str())),
-        "",
-    )
-    .await;
-    let retry = send(
-        server
-            .post(path)
-            .insert_header(("Idempotency-Key", key.as_str())),
-        "",
-    )
-    .await;
+    let first = send(server.post(path).insert_header(("Idempotency-Key", key.as_str())), "").await;
+    let retry = send(server.post(path).insert_header(("Idempotency-Key", key.as_str())), "").await;
     (first, retry)
 }
 
 /// The first request, and `count` duplicates sent while its handler runs.
-async fn first_and_duplicates(
-    server: &TestServer,
-    path: &str,
-    key: &str,
-    count: usize,
-) -> Vec<Reply> {
-    let request = || {
-        send(
-            server.post(path).insert_header(("Idempotency-Key", key)),
-            "",
-        )
-    };
+async fn first_and_duplicates(server: &TestServer, path: &str, key: &str, count: usize) -> Vec<Reply> {
+    let request = || send(server.post(path).insert_header(("Idempotency-Key", key)), "");
     let first = actix_web::rt::spawn(request());
     server.wait_for_runs(1).await;
     let duplicates = join_all((0..count).map(|_| request())).await;
@@ -116,10 +91,7 @@ async fn cache_success_does_not_store_a_500_so_a_retry_runs_again() {
     assert_eq!(server.runs(), 2);
     assert_eq!(
         (first.status, retry.status),
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            StatusCode::INTERNAL_SERVER_ERROR
-        )
+        (StatusCode::INTERNAL_SERVER_ERROR, StatusCode::INTERNAL_SERVER_ERROR)
     );
     assert!(!retry.is_replay());
     assert_eq!(retry.json(), json!({ "run": 2 }));

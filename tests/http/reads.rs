@@ -79,10 +79,7 @@ async fn a_key_used_by_a_read_does_not_affect_a_write_with_it() {
 async fn put_patch_and_delete_are_writes_and_are_replayed() {
     let server = serve(routes);
 
-    for (i, method) in [Method::PUT, Method::PATCH, Method::DELETE]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, method) in [Method::PUT, Method::PATCH, Method::DELETE].into_iter().enumerate() {
         let key = new_key();
         let first = send(
             server

@@ -43,9 +43,7 @@ async fn answer_with_binary(runs: web::Data<Runs>) -> HttpResponse {
 #[idempotent]
 async fn answer_with_no_content(runs: web::Data<Runs>) -> HttpResponse {
     runs.hit();
-    HttpResponse::NoContent()
-        .insert_header(("X-Deleted", "yes"))
-        .finish()
+    HttpResponse::NoContent().insert_header(("X-Deleted", "yes")).finish()
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
@@ -120,9 +118,7 @@ async fn only_the_replay_is_marked_idempotency_replayed() {
 
 #[actix_web::test]
 async fn the_replay_marker_uses_the_configured_header_name() {
-    let idempotency = Idempotency::builder()
-        .replay_header("X-Idempotency-Replayed")
-        .build();
+    let idempotency = Idempotency::builder().replay_header("X-Idempotency-Replayed").build();
     let server = serve_with(idempotency, routes);
     let key = new_key();
     let body = json!({ "item": "mug" });
@@ -146,10 +142,7 @@ async fn set_cookie_goes_to_the_first_caller_only_and_is_never_replayed() {
     let retry = send_keyed(server.post("/orders"), &key, &body).await;
 
     assert_eq!(server.runs(), 1);
-    assert_eq!(
-        first.header("set-cookie"),
-        Some("session=first-caller; HttpOnly")
-    );
+    assert_eq!(first.header("set-cookie"), Some("session=first-caller; HttpOnly"));
     assert_eq!(retry.header("set-cookie"), None);
     assert_eq!(retry.body, first.body);
 }
@@ -181,16 +174,12 @@ async fn hop_by_hop_headers_are_never_replayed_and_end_to_end_headers_are() {
     let key = new_key();
 
     let first = send(
-        server
-            .post("/hops")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/hops").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
     let retry = send(
-        server
-            .post("/hops")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/hops").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
@@ -209,16 +198,12 @@ async fn a_binary_body_is_replayed_byte_for_byte() {
     let key = new_key();
 
     let first = send(
-        server
-            .post("/binary")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/binary").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
     let retry = send(
-        server
-            .post("/binary")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/binary").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
@@ -226,10 +211,7 @@ async fn a_binary_body_is_replayed_byte_for_byte() {
     assert_eq!(server.runs(), 1);
     assert_eq!(first.body.len(), 256);
     assert_eq!(retry.body, first.body);
-    assert_eq!(
-        retry.header("content-type"),
-        Some("application/octet-stream")
-    );
+    assert_eq!(retry.header("content-type"), Some("application/octet-stream"));
 }
 
 #[actix_web::test]

@@ -12,15 +12,11 @@ const HANDLER_TIME: Duration = Duration::from_millis(500);
 
 #[post("/orders")]
 #[idempotent]
-async fn create_order(
-    body: web::Json<serde_json::Value>,
-    runs: web::Data<crate::support::Runs>,
-) -> HttpResponse {
+async fn create_order(body: web::Json<serde_json::Value>, runs: web::Data<crate::support::Runs>) -> HttpResponse {
     let run = runs.hit();
     tokio::time::sleep(HANDLER_TIME).await;
-    HttpResponse::Created().json(
-        json!({ "run": run, "order": body.into_inner(), "id": uuid::Uuid::new_v4().to_string() }),
-    )
+    HttpResponse::Created()
+        .json(json!({ "run": run, "order": body.into_inner(), "id": uuid::Uuid::new_v4().to_string() }))
 }
 
 #[post("/reject")]
@@ -32,15 +28,12 @@ async fn create_order_rejecting_duplicates(runs: web::Data<crate::support::Runs>
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(create_order)
-        .service(create_order_rejecting_duplicates);
+    cfg.service(create_order).service(create_order_rejecting_duplicates);
 }
 
 /// Two servers, each with its own configuration (own in-process flights), sharing one store:
 /// replicas behind a load balancer.
-fn replicas(
-    configure: impl Fn() -> idempotent_actix::IdempotencyBuilder,
-) -> (TestServer, TestServer) {
+fn replicas(configure: impl Fn() -> idempotent_actix::IdempotencyBuilder) -> (TestServer, TestServer) {
     let store = MemoryStore::default();
     let a = serve_with(configure().store(store.clone()).build(), routes);
     let b = serve_with(configure().store(store).build(), routes);
@@ -68,11 +61,7 @@ async fn duplicates_spread_over_two_replicas_sharing_a_store_run_the_handler_onc
         requests.push(keyed(&a, "/orders", &key, &body).await);
         requests.push(keyed(&b, "/orders", &key, &body).await);
     }
-    let replies: Vec<Reply> = join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let replies: Vec<Reply> = join_all(requests).await.into_iter().map(Result::unwrap).collect();
 
     assert_eq!(a.runs() + b.runs(), 1);
     assert!(replies
@@ -90,9 +79,7 @@ async fn a_handler_slower_than_its_lease_still_runs_once_across_replicas() {
     let first = keyed(&a, "/orders", &key, &body).await;
     a.wait_for_runs(1).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let duplicate = bounded(keyed(&b, "/orders", &key, &body).await)
-        .await
-        .unwrap();
+    let duplicate = bounded(keyed(&b, "/orders", &key, &body).await).await.unwrap();
     let first = first.await.unwrap();
 
     assert_eq!((a.runs(), b.runs()), (1, 0));
@@ -126,10 +113,7 @@ async fn a_mismatch_on_another_replica_while_the_first_runs_is_a_conflict() {
 
     let first = keyed(&a, "/orders", &key, &json!({ "amount": 5 })).await;
     a.wait_for_runs(1).await;
-    let mismatch = keyed(&b, "/orders", &key, &json!({ "amount": 6 }))
-        .await
-        .await
-        .unwrap();
+    let mismatch = keyed(&b, "/orders", &key, &json!({ "amount": 6 })).await.await.unwrap();
     first.await.unwrap();
 
     assert_eq!(mismatch.status, StatusCode::CONFLICT);
@@ -146,9 +130,7 @@ async fn a_replica_that_stops_mid_request_holds_the_key_only_for_its_lease() {
     let abandoned = keyed(&a, "/orders", &key, &body).await;
     a.wait_for_runs(1).await;
     drop(a);
-    let retry = bounded(keyed(&b, "/orders", &key, &body).await)
-        .await
-        .unwrap();
+    let retry = bounded(keyed(&b, "/orders", &key, &body).await).await.unwrap();
     abandoned.abort();
 
     assert_eq!(retry.status, StatusCode::CREATED);

@@ -22,15 +22,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn tenant_from_header() -> Idempotency {
-    Idempotency::builder()
-        .tenant_from_header("X-Tenant-Id")
-        .build()
+    Idempotency::builder().tenant_from_header("X-Tenant-Id").build()
 }
 
 async fn order(server: &TestServer, key: &str, tenant: Option<&str>) -> Reply {
-    let mut req = server
-        .post("/orders")
-        .insert_header(("Idempotency-Key", key));
+    let mut req = server.post("/orders").insert_header(("Idempotency-Key", key));
     if let Some(tenant) = tenant {
         req = req.insert_header(("X-Tenant-Id", tenant));
     }
@@ -48,10 +44,7 @@ async fn the_same_key_in_two_tenants_runs_once_per_tenant_and_each_replays_its_o
     let globex_retry = order(&server, &key, Some("globex")).await;
 
     assert_eq!(server.runs(), 2);
-    assert_eq!(
-        (acme.status, globex.status),
-        (StatusCode::CREATED, StatusCode::CREATED)
-    );
+    assert_eq!((acme.status, globex.status), (StatusCode::CREATED, StatusCode::CREATED));
     assert!(!acme.is_replay() && !globex.is_replay());
     assert_eq!(acme.json()["tenant"], "acme");
     assert_eq!(globex.json()["tenant"], "globex");
@@ -170,9 +163,7 @@ async fn a_tenant_from_an_authentication_extension_scopes_keys() {
     let other_account = send(as_caller("k2"), "").await;
     let retry = send(as_caller("k1"), "").await;
     let anonymous = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 use idempotent_actix::{
-    Claim, FencingToken, Fingerprint, Idempotency, Lookup, MemoryStore, Record, RecordKey, Store,
-    StoreError,
+    Claim, FencingToken, Fingerprint, Idempotency, Lookup, MemoryStore, Record, RecordKey, Store, StoreError,
 };
 use serde_json::json;
 
@@ -33,9 +32,7 @@ impl FaultyStore {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
         if self.faults.down.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other(
-                "connection refused",
-            )));
+            return Err(StoreError::unavailable(std::io::Error::other("connection refused")));
         }
         Ok(())
     }
@@ -43,27 +40,15 @@ impl FaultyStore {
 
 #[async_trait::async_trait]
 impl Store for FaultyStore {
-    async fn claim(
-        &self,
-        key: &RecordKey,
-        fingerprint: Fingerprint,
-        lease: Duration,
-    ) -> Result<Claim, StoreError> {
+    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
         self.check().await?;
         self.inner.claim(key, fingerprint, lease).await
     }
 
-    async fn renew(
-        &self,
-        key: &RecordKey,
-        token: FencingToken,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
         self.check().await?;
         if self.faults.failing_renewals.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other(
-                "renewal lost",
-            )));
+            return Err(StoreError::unavailable(std::io::Error::other("renewal lost")));
         }
         self.inner.renew(key, token, lease).await
     }
@@ -77,9 +62,7 @@ impl Store for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.check().await?;
         if self.faults.failing_writes.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other(
-                "write failed",
-            )));
+            return Err(StoreError::unavailable(std::io::Error::other("write failed")));
         }
         self.inner.complete(key, token, record, ttl).await
     }
@@ -120,13 +103,7 @@ async fn a_store_that_is_down_fails_closed_with_503_store_unavailable_and_retry_
     let idempotency = Idempotency::builder().store(store).build();
     let server = serve_with(idempotency.clone(), routes);
 
-    let reply = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", new_key())),
-        "",
-    )
-    .await;
+    let reply = send(server.post("/orders").insert_header(("Idempotency-Key", new_key())), "").await;
 
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.problem_code(), "idempotency_store_unavailable");
@@ -139,31 +116,21 @@ async fn a_store_that_is_down_fails_closed_with_503_store_unavailable_and_retry_
 async fn fail_open_runs_the_handler_unprotected_when_the_store_is_down() {
     let store = FaultyStore::default();
     store.faults.down.store(true, Ordering::SeqCst);
-    let server = serve_with(
-        Idempotency::builder().store(store).fail_open(true).build(),
-        routes,
-    );
+    let server = serve_with(Idempotency::builder().store(store).fail_open(true).build(), routes);
     let key = new_key();
 
     let first = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
     let retry = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
 
-    assert_eq!(
-        (first.status, retry.status),
-        (StatusCode::CREATED, StatusCode::CREATED)
-    );
+    assert_eq!((first.status, retry.status), (StatusCode::CREATED, StatusCode::CREATED));
     assert!(!retry.is_replay());
     assert_eq!(server.runs(), 2);
 }
@@ -179,13 +146,7 @@ async fn a_store_call_slower_than_store_timeout_fails_closed_in_time() {
     let server = serve_with(idempotency, routes);
 
     let started = Instant::now();
-    let reply = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", new_key())),
-        "",
-    )
-    .await;
+    let reply = send(server.post("/orders").insert_header(("Idempotency-Key", new_key())), "").await;
 
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -198,32 +159,25 @@ async fn a_store_call_slower_than_store_timeout_fails_closed_in_time() {
 }
 
 #[actix_web::test]
-async fn a_failed_store_write_still_answers_the_client_and_releases_the_key_so_a_retry_runs_again()
-{
+async fn a_failed_store_write_still_answers_the_client_and_releases_the_key_so_a_retry_runs_again() {
     let store = FaultyStore::default();
     store.faults.failing_writes.store(true, Ordering::SeqCst);
     let server = serve_with(Idempotency::builder().store(store.clone()).build(), routes);
     let key = new_key();
 
     let first = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
     store.faults.failing_writes.store(false, Ordering::SeqCst);
     let retry = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
     let replay = send(
-        server
-            .post("/orders")
-            .insert_header(("Idempotency-Key", key.as_str())),
+        server.post("/orders").insert_header(("Idempotency-Key", key.as_str())),
         "",
     )
     .await;
@@ -242,17 +196,11 @@ async fn a_replica_whose_lease_lapsed_cannot_overwrite_the_record_of_the_one_tha
         inner: shared.clone(),
         faults: Arc::default(),
     };
-    lapsing
-        .faults
-        .failing_renewals
-        .store(true, Ordering::SeqCst);
+    lapsing.faults.failing_renewals.store(true, Ordering::SeqCst);
     let lease = Duration::from_millis(100);
     let idempotency_a = Idempotency::builder().store(lapsing).lease(lease).build();
     let a = serve_with(idempotency_a.clone(), routes);
-    let b = serve_with(
-        Idempotency::builder().store(shared).lease(lease).build(),
-        routes,
-    );
+    let b = serve_with(Idempotency::builder().store(shared).lease(lease).build(), routes);
     let key = new_key();
     let order = |server: &crate::support::TestServer| {
         server

@@ -97,9 +97,7 @@ where
                 .expect("bind 127.0.0.1:0");
             let addr = server.addrs()[0];
             let server = server.run();
-            started
-                .send((addr, server.handle()))
-                .expect("test still waiting");
+            started.send((addr, server.handle())).expect("test still waiting");
             server.await
         })
     });
@@ -159,9 +157,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("an ASCII header"))
+        self.headers.get(name).map(|v| v.to_str().expect("an ASCII header"))
     }
 
     /// Every value of `name`, in the order received.
@@ -177,8 +173,7 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("a JSON body ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("a JSON body ({e}): {:?}", self.body))
     }
 
     /// Whether the default replay marker is set.
@@ -193,19 +188,12 @@ impl Reply {
             Some("application/problem+json"),
             "a problem body: {self:?}"
         );
-        self.json()["code"]
-            .as_str()
-            .expect("a `code` member")
-            .to_owned()
+        self.json()["code"].as_str().expect("a `code` member").to_owned()
     }
 
     /// Headers as (name, values in order), sorted by name, without those in `except`.
     pub fn header_list(&self, except: &[&str]) -> Vec<(String, Vec<String>)> {
-        let mut names: Vec<&HeaderName> = self
-            .headers
-            .keys()
-            .filter(|n| !except.contains(&n.as_str()))
-            .collect();
+        let mut names: Vec<&HeaderName> = self.headers.keys().filter(|n| !except.contains(&n.as_str())).collect();
         names.sort_by_key(|n| n.as_str());
         names.dedup();
         names
@@ -225,11 +213,7 @@ impl Reply {
 pub async fn send<B: MessageBody + 'static>(req: awc::ClientRequest, body: B) -> Reply {
     bounded(async move {
         let mut response = req.send_body(body).await.expect("a response");
-        let body = response
-            .body()
-            .limit(64 * 1024 * 1024)
-            .await
-            .expect("a complete body");
+        let body = response.body().limit(64 * 1024 * 1024).await.expect("a complete body");
         Reply {
             status: response.status(),
             headers: response.headers().clone(),
@@ -255,13 +239,9 @@ pub async fn bounded<T>(future: impl Future<Output = T>) -> T {
 }
 
 /// The head of a POST with `Connection: close` announcing `content_length` body bytes.
-pub fn post_head(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    content_length: usize,
-) -> String {
-    let mut head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {content_length}\r\n");
+pub fn post_head(addr: SocketAddr, path: &str, headers: &[(&str, &str)], content_length: usize) -> String {
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {content_length}\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -279,8 +259,6 @@ pub async fn connect_and_write(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
 /// Reads what the server sends until it closes the connection.
 pub async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
-    bounded(stream.read_to_end(&mut received))
-        .await
-        .expect("read response");
+    bounded(stream.read_to_end(&mut received)).await.expect("read response");
     String::from_utf8(received).expect("an ASCII response")
 }
