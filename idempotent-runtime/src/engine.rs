@@ -257,9 +257,6 @@ where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut,
     Fut: Future<Output = HttpResponse>,
 {
-    if flight.fingerprint != keyed.fingerprint {
-        return config.error_response(&IdempotencyError::Conflict, &req);
-    }
     let policy = route.options().in_flight;
     let deadline = Instant::now() + config.inner.wait_timeout;
     let mut state = flight.subscribe();

@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn json_mode_ignores_key_order_and_whitespace() {
-        assert_eq!(json(r#"{"a":1,"b":{"y":[1,2],"x":null}}"#), json(r#" { "b" : { "x":null, "y":[1, 2] }, "a": 1 }"#));
+        assert_eq!(
+            json(r#"{"a":1,"b":{"y":[1,2],"x":null}}"#),
+            json(r#" { "b" : { "x":null, "y":[1, 2] }, "a": 1 }"#)
+        );
         assert_ne!(json(r#"{"a":1}"#), json(r#"{"a":2}"#));
         assert_ne!(json(r#"[1,2]"#), json(r#"[2,1]"#));
     }
@@ -120,7 +123,10 @@ mod tests {
 
     #[test]
     fn body_mode_is_byte_exact() {
-        assert_ne!(raw("POST", "/orders", "", r#"{"a":1}"#), raw("POST", "/orders", "", r#"{ "a":1}"#));
+        assert_ne!(
+            raw("POST", "/orders", "", r#"{"a":1}"#),
+            raw("POST", "/orders", "", r#"{ "a":1}"#)
+        );
     }
 
     #[test]

@@ -40,7 +40,6 @@ pub(crate) enum State {
 }
 
 pub(crate) struct Flight {
-    pub(crate) fingerprint: Fingerprint,
     state: watch::Sender<State>,
 }
 
@@ -50,10 +49,15 @@ impl Flight {
     }
 }
 
-/// The map of running keys of one [`crate::Idempotency`].
+/// A flight is one request: its record key *and* fingerprint. A request with another body for
+/// the same key leads a flight of its own, and the store's atomic claim tells a conflict from a
+/// retry of a request that already completed there.
+type FlightKey = (RecordKey, Fingerprint);
+
+/// The map of running requests of one [`crate::Idempotency`].
 #[derive(Default, Clone)]
 pub(crate) struct Flights {
-    map: Arc<DashMap<RecordKey, Arc<Flight>>>,
+    map: Arc<DashMap<FlightKey, Arc<Flight>>>,
 }
 
 pub(crate) enum Role {
@@ -62,17 +66,18 @@ pub(crate) enum Role {
 }
 
 impl Flights {
-    /// Leads `key` if nobody in this process does, else follows the current leader.
+    /// Leads the request if nobody in this process runs it, else follows the current leader.
     pub(crate) fn join(&self, key: &RecordKey, fingerprint: Fingerprint) -> Role {
+        let key = (key.clone(), fingerprint);
         match self.map.entry(key.clone()) {
             Entry::Occupied(running) => Role::Follower(Arc::clone(running.get())),
             Entry::Vacant(vacant) => {
                 let (state, _) = watch::channel(State::Claiming);
-                let flight = Arc::new(Flight { fingerprint, state });
+                let flight = Arc::new(Flight { state });
                 vacant.insert(Arc::clone(&flight));
                 Role::Leader(LeaderGuard {
                     flights: self.clone(),
-                    key: key.clone(),
+                    key,
                     flight,
                     published: false,
                 })
@@ -89,7 +94,7 @@ impl Flights {
 /// Held by the one execution of a key in this process.
 pub(crate) struct LeaderGuard {
     flights: Flights,
-    key: RecordKey,
+    key: FlightKey,
     flight: Arc<Flight>,
     published: bool,
 }
@@ -158,5 +163,15 @@ mod tests {
         };
         leader.publish(Shared::Busy);
         assert!(matches!(flights.join(&key(), Fingerprint([0; 32])), Role::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn another_body_for_the_same_key_leads_its_own_flight() {
+        let flights = Flights::default();
+        let _first = flights.join(&key(), Fingerprint([0; 32]));
+        assert!(
+            matches!(flights.join(&key(), Fingerprint([1; 32])), Role::Leader(_)),
+            "the store, not the flight map, decides whether another body conflicts"
+        );
     }
 }

@@ -50,7 +50,10 @@ pub struct Record {
 #[error("corrupt idempotency record: {0}")]
 pub struct DecodeError(&'static str);
 
-const VERSION: u8 = 1;
+/// Version 2 ends every encoding with a CRC-32 of everything before it, so a record damaged
+/// in the store fails to decode instead of replaying a different response.
+const VERSION: u8 = 2;
+const CHECKSUM_LEN: usize = 4;
 const TOMBSTONE: u8 = 0;
 const RESPONSE: u8 = 1;
 
@@ -63,9 +66,9 @@ impl Record {
         }
     }
 
-    /// Encodes the record into a self-describing byte string.
+    /// Encodes the record into a self-describing, checksummed byte string.
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(64 + self.payload_len());
+        let mut out = BytesMut::with_capacity(64 + CHECKSUM_LEN + self.payload_len());
         out.put_u8(VERSION);
         out.put_slice(&self.fingerprint.0);
         match &self.completion {
@@ -82,17 +85,25 @@ impl Record {
                 out.put_slice(&response.body);
             }
         }
+        let checksum = crc32fast::hash(&out);
+        out.put_u32(checksum);
         out.freeze()
     }
 
-    /// Decodes what [`Record::encode`] wrote; anything else is a [`DecodeError`], never a panic.
+    /// Decodes what [`Record::encode`] wrote; anything else (including any change to those
+    /// bytes) is a [`DecodeError`], never a panic.
     pub fn decode(mut input: Bytes) -> Result<Self, DecodeError> {
-        if input.len() < 1 + 32 + 1 {
+        if input.len() < 1 + 32 + 1 + CHECKSUM_LEN {
             return Err(DecodeError("truncated header"));
         }
-        if input.get_u8() != VERSION {
+        if input[0] != VERSION {
             return Err(DecodeError("unknown version"));
         }
+        let checksum = input.split_off(input.len() - CHECKSUM_LEN);
+        if crc32fast::hash(&input).to_be_bytes()[..] != checksum[..] {
+            return Err(DecodeError("checksum does not match"));
+        }
+        input.advance(1);
         let mut fingerprint = [0u8; 32];
         input.copy_to_slice(&mut fingerprint);
         let fingerprint = Fingerprint(fingerprint);
@@ -101,7 +112,10 @@ impl Record {
             RESPONSE => Completion::Response(decode_response(input)?),
             _ => return Err(DecodeError("unknown record kind")),
         };
-        Ok(Self { fingerprint, completion })
+        Ok(Self {
+            fingerprint,
+            completion,
+        })
     }
 }
 
@@ -126,7 +140,11 @@ fn decode_response(mut input: Bytes) -> Result<StoredResponse, DecodeError> {
     if input.remaining() as u64 != body_len {
         return Err(DecodeError("body length does not match"));
     }
-    Ok(StoredResponse { status, headers, body: input })
+    Ok(StoredResponse {
+        status,
+        headers,
+        body: input,
+    })
 }
 
 fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
@@ -155,7 +173,10 @@ mod tests {
             completion: Completion::Response(StoredResponse {
                 status: StatusCode::CREATED,
                 headers: vec![
-                    (HeaderName::from_static("location"), HeaderValue::from_static("/orders/1")),
+                    (
+                        HeaderName::from_static("location"),
+                        HeaderValue::from_static("/orders/1"),
+                    ),
                     (HeaderName::from_static("x-a"), HeaderValue::from_static("1")),
                     (HeaderName::from_static("x-a"), HeaderValue::from_static("2")),
                 ],
@@ -168,7 +189,10 @@ mod tests {
     fn records_round_trip() {
         let record = response_record();
         assert_eq!(Record::decode(record.encode()), Ok(record));
-        let tombstone = Record { fingerprint: Fingerprint([1; 32]), completion: Completion::Tombstone };
+        let tombstone = Record {
+            fingerprint: Fingerprint([1; 32]),
+            completion: Completion::Tombstone,
+        };
         assert_eq!(Record::decode(tombstone.encode()), Ok(tombstone));
     }
 
@@ -176,11 +200,41 @@ mod tests {
     fn every_truncation_is_an_error_never_a_shorter_replay() {
         let encoded = response_record().encode();
         for len in 0..encoded.len() {
-            assert!(Record::decode(encoded.slice(..len)).is_err(), "truncated to {len} bytes");
+            assert!(
+                Record::decode(encoded.slice(..len)).is_err(),
+                "truncated to {len} bytes"
+            );
         }
         let mut extended = encoded.to_vec();
         extended.push(b'!');
         assert!(Record::decode(Bytes::from(extended)).is_err());
         assert!(Record::decode(Bytes::from_static(b"\x02garbage")).is_err());
+    }
+
+    /// A body byte damaged in the store used to decode as a different body, and was replayed.
+    #[test]
+    fn a_corrupted_body_byte_is_an_error_not_a_different_replay() {
+        let encoded = response_record().encode();
+        let body_at = encoded.len() - CHECKSUM_LEN - 1;
+        for at in [body_at, 1, 40, encoded.len() - 1] {
+            let mut corrupted = encoded.to_vec();
+            corrupted[at] ^= 0x20;
+            assert_eq!(
+                Record::decode(Bytes::from(corrupted)),
+                Err(DecodeError("checksum does not match")),
+                "byte {at} flipped"
+            );
+        }
+    }
+
+    #[test]
+    fn records_of_the_unchecked_first_version_are_refused() {
+        let mut first_version = response_record().encode().to_vec();
+        first_version.truncate(first_version.len() - CHECKSUM_LEN);
+        first_version[0] = 1;
+        assert_eq!(
+            Record::decode(Bytes::from(first_version)),
+            Err(DecodeError("unknown version"))
+        );
     }
 }
