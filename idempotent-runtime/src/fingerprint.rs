@@ -3,6 +3,9 @@
 //! Each part is length-prefixed, so no two different requests hash the same input. With
 //! [`FingerprintMode::Json`] the body is canonicalised first (object keys sorted, insignificant
 //! whitespace dropped), so `{"a":1,"b":2}` and `{ "b": 2, "a": 1 }` are the same request.
+//! Numbers are compared by value as `serde_json` reads them (integers exactly up to 64 bits,
+//! others as `f64`): two bodies whose numbers differ only beyond that precision count as the
+//! same request, so send arbitrary-precision decimals as strings.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
