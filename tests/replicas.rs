@@ -71,11 +71,7 @@ async fn post(replica: &Replica, path: &str, headers: &[(&str, &str)], body: &Va
 }
 
 async fn runs(replica: &Replica, handler: &str) -> u64 {
-    let mut response = client()
-        .get(replica.url("/stats"))
-        .send()
-        .await
-        .expect("stats");
+    let mut response = client().get(replica.url("/stats")).send().await.expect("stats");
     let stats: Value = response.json().await.expect("stats JSON");
     stats[handler].as_u64().expect("a run count")
 }

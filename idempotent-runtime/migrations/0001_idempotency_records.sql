@@ -8,7 +8,8 @@
 CREATE SEQUENCE IF NOT EXISTS idempotency_fencing_tokens AS bigint CACHE 1;
 
 CREATE TABLE IF NOT EXISTS idempotency_records (
-    -- The record identity (namespace, scope, key): the unique constraint every claim races on.
+    -- Hex SHA-256 of the record identity (namespace, scope, key), so keys never appear in
+    -- clear: the unique constraint every claim races on.
     id          text COLLATE "C" PRIMARY KEY,
     -- Token of the claim that holds (or completed) the row.
     token       bigint NOT NULL,

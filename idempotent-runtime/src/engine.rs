@@ -4,7 +4,7 @@
 //!    the route requires a key).
 //! 2. The key is validated, the tenant resolved, the body buffered and fingerprinted.
 //! 3. A completed record held in this process is replayed at once.
-//! 4. Otherwise the request joins the in-process [flight](crate::flight) for its key:
+//! 4. Otherwise the request joins the in-process flight of its key (`flight.rs`):
 //!    - the **leader** runs in a task of its own, so a client that disconnects cannot cancel
 //!      it: it claims the key in the store, runs the handler (renewing its lease), captures
 //!      the response, stores it (or releases the key) and publishes the outcome;

@@ -2,11 +2,12 @@
 //!
 //! # Schema
 //!
-//! One table, `idempotency_records` ([`MIGRATION`]): the record identity is the primary key,
-//! so every claim of a key races on one unique constraint. A row is `running` (a claim: token,
-//! fingerprint, `expires_at` = end of the lease) or `completed` (`record` = the
-//! [`Record::encode`] bytes, `expires_at` = end of the ttl). A row past `expires_at` counts as
-//! absent in every statement; the expiry sweep deletes it later.
+//! One table, `idempotency_records` ([`MIGRATION`]): the hex SHA-256 of the record identity is
+//! the primary key, so every claim of a key races on one unique constraint, and keys
+//! (bearer-like secrets in global scope) never appear in the table or in statement logs. A row
+//! is `running` (a claim: token, fingerprint, `expires_at` = end of the lease) or `completed`
+//! (`record` = the [`Record::encode`] bytes, `expires_at` = end of the ttl). A row past
+//! `expires_at` counts as absent in every statement; the expiry sweep deletes it later.
 //!
 //! # Statements
 //!
@@ -278,6 +279,12 @@ impl PostgresStore {
         transaction.commit().await.map_err(StoreError::unavailable)
     }
 
+    /// The `id` of a record's row (the hex SHA-256 of its identity, also its notification
+    /// topic), for operators inspecting or deleting one record.
+    pub fn record_id(&self, key: &RecordKey) -> String {
+        topic_of(key)
+    }
+
     /// Deletes rows expired for over a minute, in batches of 500, until none is left; returns
     /// how many it deleted. The background sweep calls this; call it yourself to sweep from a
     /// scheduled job instead.
@@ -450,7 +457,7 @@ impl ExpiringStore for PostgresStore {
     ) -> Result<(Claim, Option<Duration>), StoreError> {
         // Listening before the first duplicate has to wait, so its first notification is not missed.
         self.ensure_listener();
-        let (id, fingerprint_bytes, lease) = (key.as_str(), &fingerprint.0[..], lease.as_secs_f64());
+        let (id, fingerprint_bytes, lease) = (self.record_id(key), &fingerprint.0[..], lease.as_secs_f64());
         for _ in 0..CLAIM_ATTEMPTS {
             let rows = self.query(CLAIM, &[&id, &fingerprint_bytes, &lease]).await?;
             let Some(row) = rows.first() else { continue };
@@ -464,7 +471,7 @@ impl ExpiringStore for PostgresStore {
     }
 
     async fn lookup_expiring(&self, key: &RecordKey) -> Result<(Lookup, Option<Duration>), StoreError> {
-        let rows = self.query(LOOKUP, &[&key.as_str()]).await?;
+        let rows = self.query(LOOKUP, &[&self.record_id(key)]).await?;
         let Some(row) = rows.first() else {
             return Ok((Lookup::Absent, None));
         };
@@ -484,7 +491,10 @@ impl Store for PostgresStore {
 
     async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
         let renewed = self
-            .execute(RENEW, &[&key.as_str(), &token_param(token)?, &lease.as_secs_f64()])
+            .execute(
+                RENEW,
+                &[&self.record_id(key), &token_param(token)?, &lease.as_secs_f64()],
+            )
             .await?;
         Ok(renewed == 1)
     }
@@ -496,20 +506,21 @@ impl Store for PostgresStore {
         record: Arc<Record>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let encoded = record.encode();
+        let (id, encoded) = (self.record_id(key), record.encode());
         let params: [&(dyn ToSql + Sync); 6] = [
-            &key.as_str(),
+            &id,
             &token_param(token)?,
             &&encoded[..],
             &ttl.as_secs_f64(),
             &CHANNEL,
-            &topic_of(key),
+            &id,
         ];
         Ok(!self.query(COMPLETE, &params).await?.is_empty())
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
-        let params: [&(dyn ToSql + Sync); 4] = [&key.as_str(), &token_param(token)?, &CHANNEL, &topic_of(key)];
+        let id = self.record_id(key);
+        let params: [&(dyn ToSql + Sync); 4] = [&id, &token_param(token)?, &CHANNEL, &id];
         Ok(!self.query(RELEASE, &params).await?.is_empty())
     }
 
