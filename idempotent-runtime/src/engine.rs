@@ -63,7 +63,7 @@ where
     Fut: Future<Output = HttpResponse> + 'static,
 {
     let payload = payload.into_inner();
-    if is_read_only(req.method()) {
+    if is_read_only(req.method()) || !may_carry_key(route, &req) {
         return run(req, payload).await;
     }
     let config = Idempotency::for_request(&req).clone();
@@ -76,6 +76,13 @@ where
 
 fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request may be keyed. `false` (no key header, on a route that neither requires
+/// a key nor takes it from the body) lets an unkeyed write skip the configuration lookup.
+fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
+    let options = route.options();
+    options.required || options.key_from.is_some() || req.headers().contains_key(route.header())
 }
 
 /// Marks a response the handler did not produce (one of its extractors refused the request).
@@ -424,6 +431,7 @@ impl Leader {
         let storable = executed && self.route.options().cache.stores(response.status().as_u16());
         match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
             Captured::Complete { head, body } => {
+                let body = if storable { replay::compact(body) } else { body };
                 let stored = replay::to_stored(&head, body.clone());
                 let shared = if storable {
                     let record = Record {

@@ -144,6 +144,18 @@ fn is_storable(name: &HeaderName, connection_tokens: &[&str]) -> bool {
             .any(|token| token.eq_ignore_ascii_case(name_str))
 }
 
+/// `body` in a buffer of its own size. A serialiser grows its buffer by doubling, so a JSON
+/// body often sits in an allocation up to twice its length, and a stored record would keep
+/// that slack for its whole ttl. Such a body is copied once (the copy is both sent and stored,
+/// the original freed at once); a body already in a buffer of its size, or shared, is kept.
+pub(crate) fn compact(body: Bytes) -> Bytes {
+    match body.try_into_mut() {
+        Ok(buffer) if buffer.capacity() - buffer.len() > buffer.len() / 8 => Bytes::copy_from_slice(&buffer),
+        Ok(buffer) => buffer.freeze(),
+        Err(body) => body,
+    }
+}
+
 /// The storable part of a response.
 pub(crate) fn to_stored(head: &HttpResponse<()>, body: Bytes) -> StoredResponse {
     let headers = head.headers();
@@ -172,4 +184,29 @@ pub(crate) fn replay(stored: &StoredResponse, marker: &HeaderName) -> HttpRespon
     }
     headers.insert(marker.clone(), HeaderValue::from_static("true"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_drops_a_serialisers_slack_and_keeps_the_bytes() {
+        let mut grown = Vec::with_capacity(2048);
+        grown.extend_from_slice(&[b'x'; 1100]);
+        let body = compact(Bytes::from(grown));
+        assert_eq!(body, Bytes::from(vec![b'x'; 1100]));
+        assert_eq!(body.try_into_mut().unwrap().capacity(), 1100);
+
+        let exact = Bytes::from(vec![b'y'; 1100]);
+        let pointer = exact.as_ptr();
+        assert_eq!(
+            compact(exact).as_ptr(),
+            pointer,
+            "a buffer of the body's size is not copied"
+        );
+
+        let shared = Bytes::from_static(b"static");
+        assert_eq!(compact(shared.clone()), shared);
+    }
 }
