@@ -3,9 +3,10 @@
 //! Each part is length-prefixed, so no two different requests hash the same input. With
 //! [`FingerprintMode::Json`] the body is canonicalised first (object keys sorted, insignificant
 //! whitespace dropped), so `{"a":1,"b":2}` and `{ "b": 2, "a": 1 }` are the same request.
-//! Numbers are compared by value as `serde_json` reads them (integers exactly up to 64 bits,
-//! others as `f64`): two bodies whose numbers differ only beyond that precision count as the
-//! same request, so send arbitrary-precision decimals as strings.
+//! Numbers are compared by value: `12.5` and `12.50` are the same request. A body with a number
+//! that a 64-bit float cannot tell apart from a neighbour (an integer beyond 64 bits, a decimal
+//! with more significant digits than its float keeps) is hashed as bytes instead, so two such
+//! numbers never count as the same request.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -33,8 +34,8 @@ impl Fingerprint {
             update_prefixed(&mut hasher, part);
         }
         let canonical = match mode {
-            FingerprintMode::Json => serde_json::from_slice::<Value>(body).ok(),
-            FingerprintMode::Body => None,
+            FingerprintMode::Json if numbers_are_exact(body) => serde_json::from_slice::<Value>(body).ok(),
+            _ => None,
         };
         match canonical {
             Some(value) => {
@@ -53,6 +54,67 @@ impl Fingerprint {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Whether every number literal in `body` (outside strings) is held exactly by what
+/// `serde_json` parses it into: a 64-bit integer, or a float whose value no other decimal of at
+/// most 15 significant digits shares, or whose digits are exactly its shortest representation.
+fn numbers_are_exact(body: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    while i < body.len() {
+        let byte = body[i];
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if byte == b'"' {
+            in_string = true;
+            i += 1;
+        } else if byte == b'-' || byte.is_ascii_digit() {
+            let end = body[i..]
+                .iter()
+                .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                .map_or(body.len(), |len| i + len);
+            let exact = std::str::from_utf8(&body[i..end]).is_ok_and(number_is_exact);
+            if !exact {
+                return false;
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+fn number_is_exact(literal: &str) -> bool {
+    let is_integer = !literal.contains(['.', 'e', 'E']);
+    if is_integer && (literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()) {
+        return true;
+    }
+    let Ok(value) = literal.parse::<f64>() else {
+        // Not a number serde_json accepts either: the body is not JSON and is hashed as bytes.
+        return true;
+    };
+    let digits = significant_digits(literal);
+    if value == 0.0 {
+        return digits.is_empty();
+    }
+    let normal = value.is_finite() && value.abs() >= f64::MIN_POSITIVE;
+    (normal && digits.len() <= 15) || digits == significant_digits(&format!("{value:e}"))
+}
+
+/// The mantissa's digits without leading or trailing zeros: `"-0.01250e3"` → `"125"`.
+fn significant_digits(literal: &str) -> String {
+    let mantissa = literal.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').trim_end_matches('0').to_owned()
 }
 
 fn update_prefixed(hasher: &mut Sha256, part: &[u8]) {
@@ -117,6 +179,38 @@ mod tests {
         );
         assert_ne!(json(r#"{"a":1}"#), json(r#"{"a":2}"#));
         assert_ne!(json(r#"[1,2]"#), json(r#"[2,1]"#));
+    }
+
+    #[test]
+    fn json_mode_compares_numbers_by_value() {
+        assert_eq!(json(r#"{"amount":12.5,"n":7}"#), json(r#"{"n":7,"amount":12.50}"#));
+        assert_ne!(json(r#"{"amount":12.5}"#), json(r#"{"amount":12.6}"#));
+    }
+
+    #[test]
+    fn numbers_beyond_float_precision_are_never_the_same_request() {
+        // Each pair parses to the same f64; hashed as bytes, they stay two requests.
+        assert_ne!(json("18446744073709551616"), json("18446744073709551617"));
+        assert_ne!(json("0.30000000000000003"), json("0.30000000000000004"));
+        assert_ne!(json("[1e-400]"), json("[0]"));
+        assert_ne!(json(r#"{"a":1.00000000000000001}"#), json(r#"{"a":1}"#));
+        // Numbers inside strings are text, not numbers.
+        assert_eq!(
+            json(r#"{"b":"18446744073709551617","a":1}"#),
+            json(r#"{"a":1,"b":"18446744073709551617"}"#)
+        );
+    }
+
+    #[test]
+    fn shortest_float_representations_keep_canonical_json() {
+        assert_eq!(
+            json(r#"{"x":0.30000000000000004,"y":2}"#),
+            json(r#"{"y":2,"x":0.30000000000000004}"#)
+        );
+        assert_eq!(
+            json(r#"{"x":-1.5e-3,"y":[1,2]}"#),
+            json(r#"{ "y":[1, 2], "x":-1.5e-3 }"#)
+        );
     }
 
     #[test]
