@@ -50,6 +50,14 @@ pub struct Record {
 #[error("corrupt idempotency record: {0}")]
 pub struct DecodeError(&'static str);
 
+impl DecodeError {
+    /// A decode error saying what was wrong, for stores that find a malformed field of their
+    /// own around the record (a fingerprint of the wrong length, an unknown state).
+    pub fn new(what: &'static str) -> Self {
+        Self(what)
+    }
+}
+
 /// Version 2 ends every encoding with a CRC-32 of everything before it, so a record damaged
 /// in the store fails to decode instead of replaying a different response.
 const VERSION: u8 = 2;

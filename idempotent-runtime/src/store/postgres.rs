@@ -39,7 +39,7 @@ use super::cached::ExpiringStore;
 use super::remote::{reconnect_delay, topic_of, Background, Waiters};
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
-use crate::record::Record;
+use crate::record::{DecodeError, Record};
 
 /// The schema: the `idempotency_records` table, its fencing-token sequence and its expiry
 /// index. Every statement is `IF NOT EXISTS`, so it can run on every start
@@ -409,13 +409,10 @@ enum State {
     Completed(Arc<Record>, Option<Duration>),
 }
 
-/// A row that is not what the statements return: another program wrote to the table.
-#[derive(Debug, thiserror::Error)]
-#[error("unexpected row in idempotency_records: {0}")]
-struct UnexpectedRow(&'static str);
-
+/// A row that is not what the statements return (another program wrote to the table): a
+/// corrupt record, never a panic or a wrong replay.
 fn unexpected(what: &'static str) -> StoreError {
-    StoreError::unavailable(UnexpectedRow(what))
+    StoreError::Corrupt(DecodeError::new(what))
 }
 
 fn parse_state(row: &Row) -> Result<State, StoreError> {

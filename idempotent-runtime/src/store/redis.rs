@@ -35,7 +35,7 @@ use super::cached::ExpiringStore;
 use super::remote::{reconnect_delay, topic_of, Background, Waiters};
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
-use crate::record::Record;
+use crate::record::{DecodeError, Record};
 
 /// How long a key's fencing counter outlives its last claim or renewal. Within it, a holder
 /// whose lease lapsed unseen (nobody claimed the key since) may still complete.
@@ -360,13 +360,10 @@ enum State {
     Absent,
 }
 
-/// A reply that is not what the scripts return: another program wrote to the store's keys.
-#[derive(Debug, thiserror::Error)]
-#[error("unexpected reply from Redis for an idempotency record: {0}")]
-struct UnexpectedReply(&'static str);
-
+/// A reply that is not what the scripts return (another program wrote to the store's keys): a
+/// corrupt record, never a panic or a wrong replay.
 fn unexpected(what: &'static str) -> StoreError {
-    StoreError::unavailable(UnexpectedReply(what))
+    StoreError::Corrupt(DecodeError::new(what))
 }
 
 fn parse_state(reply: Value) -> Result<State, StoreError> {
