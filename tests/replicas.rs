@@ -145,7 +145,7 @@ async fn a_duplicate_on_the_other_replica_is_rejected_while_in_flight(store: &st
     assert_eq!(runs(&a, "payments").await + runs(&b, "payments").await, 1);
 }
 
-/// Replica A dies (SIGKILL) 300 ms into a 5 s request. A retry on replica B cannot run while
+/// Replica A dies (SIGKILL) once its handler has started a 5 s request. A retry on replica B cannot run while
 /// A's lease holds the key; once the lease (2 s) lapses, B runs the request itself and answers
 /// 201.
 async fn a_killed_replica_frees_its_key_after_the_lease(store: &str) {
@@ -162,8 +162,13 @@ async fn a_killed_replica_frees_its_key_after_the_lease(store: &str) {
         let body = body.clone();
         async move { request.send_json(&body).await.map(|response| response.status()) }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(runs(&a, "orders").await, 1, "A started the handler");
+    // The first claim on a fresh replica also prepares statements or loads scripts: wait for
+    // the handler to start rather than for a fixed time.
+    let started = Instant::now();
+    while runs(&a, "orders").await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(4), "A started the handler");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.kill();
     let killed = Instant::now();
     assert!(doomed.await.expect("request task").is_err(), "A died before answering");
