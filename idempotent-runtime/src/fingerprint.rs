@@ -52,7 +52,7 @@ impl Fingerprint {
 
     /// Lower-case hex of all 32 bytes.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 }
 
@@ -115,6 +115,17 @@ fn significant_digits(literal: &str) -> String {
     let mantissa = literal.split(['e', 'E']).next().unwrap_or_default();
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     digits.trim_start_matches('0').trim_end_matches('0').to_owned()
+}
+
+/// Lower-case hex of a 32-byte digest, in one allocation.
+pub(crate) fn hex(digest: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 fn update_prefixed(hasher: &mut Sha256, part: &[u8]) {

@@ -8,17 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use moka::Expiry;
-
+use super::records::RecordCache;
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
-
-/// Bookkeeping per cached record beyond its headers and body, counted in the weight so the
-/// capacity bounds real memory (the figure the memory store uses).
-const ENTRY_OVERHEAD: usize = 256;
 
 /// A store that reports how long each completed record it returns has left to live, so that a
 /// local copy ([`CachedStore`]) never outlives it.
@@ -73,47 +66,24 @@ pub trait ExpiringStore: Store {
 /// ```
 pub struct CachedStore<S> {
     inner: Arc<S>,
-    records: Cache<RecordKey, Arc<Local>>,
+    records: Arc<RecordCache>,
 }
 
 impl<S> Clone for CachedStore<S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            records: self.records.clone(),
+            records: Arc::clone(&self.records),
         }
-    }
-}
-
-/// A local copy of a completed record, and when the remote one expires at the earliest.
-struct Local {
-    record: Arc<Record>,
-    expires_at: Instant,
-}
-
-struct UntilRemoteExpiry;
-
-impl Expiry<RecordKey, Arc<Local>> for UntilRemoteExpiry {
-    fn expire_after_create(&self, _: &RecordKey, local: &Arc<Local>, now: Instant) -> Option<Duration> {
-        Some(local.expires_at.saturating_duration_since(now))
     }
 }
 
 impl<S: ExpiringStore> CachedStore<S> {
     /// Puts a cache of at most `capacity_bytes` of completed records in front of `inner`.
     pub fn new(inner: S, capacity_bytes: u64) -> Self {
-        let records = Cache::builder()
-            .max_capacity(capacity_bytes)
-            .weigher(|key: &RecordKey, local: &Arc<Local>| {
-                let weight = key.as_str().len() + local.record.payload_len() + ENTRY_OVERHEAD;
-                u32::try_from(weight).unwrap_or(u32::MAX)
-            })
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilRemoteExpiry)
-            .build();
         Self {
             inner: Arc::new(inner),
-            records,
+            records: Arc::new(RecordCache::copies(capacity_bytes)),
         }
     }
 
@@ -124,7 +94,6 @@ impl<S: ExpiringStore> CachedStore<S> {
 
     /// Completed records held locally (exact: runs the cache's pending maintenance first).
     pub fn cached_records(&self) -> u64 {
-        self.records.run_pending_tasks();
         self.records.entry_count()
     }
 
@@ -135,13 +104,7 @@ impl<S: ExpiringStore> CachedStore<S> {
             return;
         };
         if expires_at > Instant::now() {
-            self.records.insert(
-                key.clone(),
-                Arc::new(Local {
-                    record: Arc::clone(record),
-                    expires_at,
-                }),
-            );
+            self.records.insert(key.clone(), Arc::clone(record), expires_at);
         }
     }
 }
@@ -200,9 +163,6 @@ impl<S: ExpiringStore> Store for CachedStore<S> {
     }
 
     fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
-        let local = self.records.get(key)?;
-        // moka expires entries lazily; the deadline is checked here so a copy is never served
-        // past the remote record's expiry.
-        (local.expires_at > Instant::now()).then(|| Arc::clone(&local.record))
+        self.records.get(key)
     }
 }

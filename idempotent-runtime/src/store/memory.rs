@@ -7,19 +7,12 @@ use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use moka::notification::RemovalCause;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use moka::Expiry;
 use tokio::sync::Notify;
 
+use super::records::RecordCache;
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
-
-/// Bookkeeping moka and this store spend per record beyond its headers and body, measured:
-/// counted in the weight so a byte capacity bounds real memory, not only payloads.
-const ENTRY_OVERHEAD: usize = 256;
 
 /// Default capacity: 64 MiB of records.
 const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
@@ -46,30 +39,16 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    completed: Cache<RecordKey, Arc<Completed>>,
+    completed: RecordCache,
     claims: DashMap<RecordKey, Claimed>,
     next_token: AtomicU64,
-    evicted: Arc<AtomicU64>,
     changed: Notify,
-}
-
-struct Completed {
-    record: Arc<Record>,
-    ttl: Duration,
 }
 
 struct Claimed {
     token: FencingToken,
     fingerprint: Fingerprint,
     lease_until: Instant,
-}
-
-struct PerEntryTtl;
-
-impl Expiry<RecordKey, Arc<Completed>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &RecordKey, value: &Arc<Completed>, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
-    }
 }
 
 impl Default for MemoryStore {
@@ -82,32 +61,11 @@ impl MemoryStore {
     /// A store holding at most `capacity_bytes` of records (headers, bodies and a fixed
     /// per-record cost of about 256 bytes).
     pub fn with_capacity(capacity_bytes: u64) -> Self {
-        let evicted = Arc::new(AtomicU64::new(0));
-        let on_evict = Arc::clone(&evicted);
-        let completed = Cache::builder()
-            .max_capacity(capacity_bytes)
-            .weigher(|key: &RecordKey, value: &Arc<Completed>| {
-                let weight = key.as_str().len() + value.record.payload_len() + ENTRY_OVERHEAD;
-                u32::try_from(weight).unwrap_or(u32::MAX)
-            })
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(PerEntryTtl)
-            .eviction_listener(move |key, _, cause| {
-                if cause == RemovalCause::Size {
-                    on_evict.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        ?key,
-                        "idempotency record evicted before its ttl: a retry of this key will run again"
-                    );
-                }
-            })
-            .build();
         Self {
             inner: Arc::new(Inner {
-                completed,
+                completed: RecordCache::authoritative(capacity_bytes),
                 claims: DashMap::new(),
                 next_token: AtomicU64::new(1),
-                evicted,
                 changed: Notify::new(),
             }),
         }
@@ -115,24 +73,21 @@ impl MemoryStore {
 
     /// How many records were evicted for lack of space before their ttl ran out.
     pub fn evicted_live_records(&self) -> u64 {
-        self.inner.completed.run_pending_tasks();
-        self.inner.evicted.load(Ordering::Relaxed)
+        self.inner.completed.evicted()
     }
 
     /// Completed records currently held (exact: runs moka's pending maintenance first).
     pub fn record_count(&self) -> u64 {
-        self.inner.completed.run_pending_tasks();
         self.inner.completed.entry_count()
     }
 
     /// Bytes currently accounted to completed records.
     pub fn weighted_size(&self) -> u64 {
-        self.inner.completed.run_pending_tasks();
         self.inner.completed.weighted_size()
     }
 
     fn completed(&self, key: &RecordKey) -> Option<Arc<Record>> {
-        self.inner.completed.get(key).map(|c| Arc::clone(&c.record))
+        self.inner.completed.get(key)
     }
 
     /// Runs `f` on the claim if `token` still holds it; `false` otherwise.
@@ -201,7 +156,7 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let held = self.with_claim(key, token, |claim| {
-            inner.completed.insert(key.clone(), Arc::new(Completed { record, ttl }));
+            inner.completed.insert(key.clone(), record, Instant::now() + ttl);
             if let Entry::Occupied(claim) = claim {
                 claim.remove();
             }

@@ -36,10 +36,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::cached::ExpiringStore;
-use super::remote::{reconnect_delay, topic_of, Background, Waiters};
+use super::remote::{fingerprint_from, reconnect_delay, topic_of, unexpected, Background, RemoteState, Waiters};
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
-use crate::record::{DecodeError, Record};
+use crate::record::Record;
 
 /// The schema: the `idempotency_records` table, its fencing-token sequence and its expiry
 /// index. Every statement is `IF NOT EXISTS`, so it can run on every start
@@ -402,39 +402,25 @@ async fn listen(config: tokio_postgres::Config, waiters: Arc<Waiters>) {
     }
 }
 
-/// A row of the claim or lookup statement.
-enum State {
-    Acquired(FencingToken),
-    InFlight(Fingerprint),
-    Completed(Arc<Record>, Option<Duration>),
-}
-
-/// A row that is not what the statements return (another program wrote to the table): a
-/// corrupt record, never a panic or a wrong replay.
-fn unexpected(what: &'static str) -> StoreError {
-    StoreError::Corrupt(DecodeError::new(what))
-}
-
-fn parse_state(row: &Row) -> Result<State, StoreError> {
+fn parse_state(row: &Row) -> Result<RemoteState, StoreError> {
     let column = |e: tokio_postgres::Error| StoreError::unavailable(e);
     let state: &str = row.try_get(0).map_err(column)?;
     match state {
         "acquired" => {
             let token: i64 = row.try_get(1).map_err(column)?;
             let token = u64::try_from(token).map_err(|_| unexpected("negative fencing token"))?;
-            Ok(State::Acquired(FencingToken(token)))
+            Ok(RemoteState::Acquired(FencingToken(token)))
         }
         "running" => {
             let fingerprint: &[u8] = row.try_get(2).map_err(column)?;
-            let fingerprint = <[u8; 32]>::try_from(fingerprint).map_err(|_| unexpected("bad fingerprint"))?;
-            Ok(State::InFlight(Fingerprint(fingerprint)))
+            fingerprint_from(fingerprint).map(RemoteState::InFlight)
         }
         "completed" => {
             let record: &[u8] = row.try_get(3).map_err(column)?;
             let record = Record::decode(Bytes::copy_from_slice(record))?;
             let expires_in: Option<f64> = row.try_get(4).map_err(column)?;
             let expires_in = expires_in.and_then(|secs| Duration::try_from_secs_f64(secs).ok());
-            Ok(State::Completed(Arc::new(record), expires_in))
+            Ok(RemoteState::Completed(Arc::new(record), expires_in))
         }
         _ => Err(unexpected("unknown state")),
     }
@@ -458,25 +444,14 @@ impl ExpiringStore for PostgresStore {
         for _ in 0..CLAIM_ATTEMPTS {
             let rows = self.query(CLAIM, &[&id, &fingerprint_bytes, &lease]).await?;
             let Some(row) = rows.first() else { continue };
-            return match parse_state(row)? {
-                State::Acquired(token) => Ok((Claim::Acquired(token), None)),
-                State::InFlight(fingerprint) => Ok((Claim::InFlight { fingerprint }, None)),
-                State::Completed(record, expires_in) => Ok((Claim::Completed(record), expires_in)),
-            };
+            return parse_state(row)?.into_claim();
         }
         Err(unexpected("claim did not settle under contention"))
     }
 
     async fn lookup_expiring(&self, key: &RecordKey) -> Result<(Lookup, Option<Duration>), StoreError> {
         let rows = self.query(LOOKUP, &[&self.record_id(key)]).await?;
-        let Some(row) = rows.first() else {
-            return Ok((Lookup::Absent, None));
-        };
-        match parse_state(row)? {
-            State::InFlight(fingerprint) => Ok((Lookup::InFlight { fingerprint }, None)),
-            State::Completed(record, expires_in) => Ok((Lookup::Completed(record), expires_in)),
-            State::Acquired(_) => Err(unexpected("lookup acquired the key")),
-        }
+        rows.first().map_or(Ok(RemoteState::Absent), parse_state)?.into_lookup()
     }
 }
 

@@ -32,10 +32,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::cached::ExpiringStore;
-use super::remote::{reconnect_delay, topic_of, Background, Waiters};
+use super::remote::{fingerprint_from, reconnect_delay, topic_of, unexpected, Background, RemoteState, Waiters};
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
-use crate::record::{DecodeError, Record};
+use crate::record::Record;
 
 /// How long a key's fencing counter outlives its last claim or renewal. Within it, a holder
 /// whose lease lapsed unseen (nobody claimed the key since) may still complete.
@@ -352,21 +352,7 @@ async fn listen(client: redis::Client, channel: String, connect_timeout: Duratio
     }
 }
 
-/// A reply of the claim or lookup script.
-enum State {
-    Acquired(FencingToken),
-    InFlight(Fingerprint),
-    Completed(Arc<Record>, Option<Duration>),
-    Absent,
-}
-
-/// A reply that is not what the scripts return (another program wrote to the store's keys): a
-/// corrupt record, never a panic or a wrong replay.
-fn unexpected(what: &'static str) -> StoreError {
-    StoreError::Corrupt(DecodeError::new(what))
-}
-
-fn parse_state(reply: Value) -> Result<State, StoreError> {
+fn parse_state(reply: Value) -> Result<RemoteState, StoreError> {
     let Value::Array(items) = reply else {
         return Err(unexpected("not an array"));
     };
@@ -379,17 +365,15 @@ fn parse_state(reply: Value) -> Result<State, StoreError> {
         (0, Some(Value::BulkString(token)), None) => std::str::from_utf8(&token)
             .ok()
             .and_then(|token| token.parse().ok())
-            .map(|token| State::Acquired(FencingToken(token)))
+            .map(|token| RemoteState::Acquired(FencingToken(token)))
             .ok_or_else(|| unexpected("bad fencing token")),
-        (1, Some(Value::BulkString(fingerprint)), None) => <[u8; 32]>::try_from(fingerprint.as_slice())
-            .map(|bytes| State::InFlight(Fingerprint(bytes)))
-            .map_err(|_| unexpected("bad fingerprint")),
+        (1, Some(Value::BulkString(fingerprint)), None) => fingerprint_from(&fingerprint).map(RemoteState::InFlight),
         (2, Some(Value::BulkString(record)), Some(Value::Int(pttl))) => {
             let record = Record::decode(Bytes::from(record))?;
             let expires_in = u64::try_from(pttl).ok().map(Duration::from_millis);
-            Ok(State::Completed(Arc::new(record), expires_in))
+            Ok(RemoteState::Completed(Arc::new(record), expires_in))
         }
-        (3, None, None) => Ok(State::Absent),
+        (3, None, None) => Ok(RemoteState::Absent),
         _ => Err(unexpected("unknown state")),
     }
 }
@@ -419,23 +403,13 @@ impl ExpiringStore for RedisStore {
         let keys = self.keys(key);
         let args: [&[u8]; 3] = [&fingerprint.0, &millis(lease), &millis(lease + FENCE_GRACE)];
         let reply = self.run(&self.inner.scripts.claim, &keys, true, &args).await?;
-        match parse_state(reply)? {
-            State::Acquired(token) => Ok((Claim::Acquired(token), None)),
-            State::InFlight(fingerprint) => Ok((Claim::InFlight { fingerprint }, None)),
-            State::Completed(record, expires_in) => Ok((Claim::Completed(record), expires_in)),
-            State::Absent => Err(unexpected("claim left the key absent")),
-        }
+        parse_state(reply)?.into_claim()
     }
 
     async fn lookup_expiring(&self, key: &RecordKey) -> Result<(Lookup, Option<Duration>), StoreError> {
         let keys = self.keys(key);
         let reply = self.run(&self.inner.scripts.lookup, &keys, false, &[]).await?;
-        match parse_state(reply)? {
-            State::Absent => Ok((Lookup::Absent, None)),
-            State::InFlight(fingerprint) => Ok((Lookup::InFlight { fingerprint }, None)),
-            State::Completed(record, expires_in) => Ok((Lookup::Completed(record), expires_in)),
-            State::Acquired(_) => Err(unexpected("lookup acquired the key")),
-        }
+        parse_state(reply)?.into_lookup()
     }
 }
 

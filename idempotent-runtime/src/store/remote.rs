@@ -6,7 +6,6 @@
 //! the caller's timeout, so a notification lost while the listener reconnects costs at most one
 //! fallback poll.
 
-use std::fmt::Write;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,19 +16,60 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::RecordKey;
+use super::{Claim, FencingToken, Lookup, RecordKey, StoreError};
+use crate::fingerprint::{self, Fingerprint};
+use crate::record::{DecodeError, Record};
 
 /// The topic of a record: lower-case hex SHA-256 of its identity. It names the record in the
 /// remote store (keys stay short, Redis hash tags cannot be broken by `{`/`}` in a client's key,
 /// and keys, which are bearer-like secrets in global scope, never appear in server logs) and in
 /// notifications.
 pub(crate) fn topic_of(key: &RecordKey) -> String {
-    let digest = Sha256::digest(key.as_str().as_bytes());
-    let mut topic = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(topic, "{byte:02x}");
+    fingerprint::hex(&Sha256::digest(key.as_str().as_bytes()).into())
+}
+
+/// What a remote store's claim or lookup statement found, with the remaining ttl of a completed
+/// record (for [`super::CachedStore`]).
+pub(crate) enum RemoteState {
+    Acquired(FencingToken),
+    InFlight(Fingerprint),
+    Completed(Arc<Record>, Option<Duration>),
+    Absent,
+}
+
+impl RemoteState {
+    /// The answer of a claim, which always leaves the key held or completed.
+    pub(crate) fn into_claim(self) -> Result<(Claim, Option<Duration>), StoreError> {
+        match self {
+            Self::Acquired(token) => Ok((Claim::Acquired(token), None)),
+            Self::InFlight(fingerprint) => Ok((Claim::InFlight { fingerprint }, None)),
+            Self::Completed(record, expires_in) => Ok((Claim::Completed(record), expires_in)),
+            Self::Absent => Err(unexpected("claim left the key absent")),
+        }
     }
-    topic
+
+    /// The answer of a lookup, which never acquires the key.
+    pub(crate) fn into_lookup(self) -> Result<(Lookup, Option<Duration>), StoreError> {
+        match self {
+            Self::Absent => Ok((Lookup::Absent, None)),
+            Self::InFlight(fingerprint) => Ok((Lookup::InFlight { fingerprint }, None)),
+            Self::Completed(record, expires_in) => Ok((Lookup::Completed(record), expires_in)),
+            Self::Acquired(_) => Err(unexpected("lookup acquired the key")),
+        }
+    }
+}
+
+/// A reply or row that is not what the store's own statements return (another program wrote
+/// to its keys or table): a corrupt record, never a panic or a wrong replay.
+pub(crate) fn unexpected(what: &'static str) -> StoreError {
+    StoreError::Corrupt(DecodeError::new(what))
+}
+
+/// A stored fingerprint, which must be exactly 32 bytes.
+pub(crate) fn fingerprint_from(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Fingerprint)
+        .map_err(|_| unexpected("bad fingerprint"))
 }
 
 /// Waiters of this process, by topic.
