@@ -105,12 +105,10 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        if let Some(record) = self.completed(key) {
-            return Ok(Claim::Completed(record));
-        }
         let now = Instant::now();
-        // The shard lock orders this claim against `complete`, which stores the record before
-        // it removes the claim: a vacant slot re-checks the records under the lock.
+        // The engine has just looked for a completed record (`cached`), so it is looked for once
+        // more only where it matters: under the shard lock, which orders this claim against
+        // `complete` (it stores the record before it removes the claim).
         let claim = match self.inner.claims.entry(key.clone()) {
             Entry::Occupied(held) if held.get().lease_until > now => Claim::InFlight {
                 fingerprint: held.get().fingerprint,
