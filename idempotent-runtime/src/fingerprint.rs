@@ -107,7 +107,14 @@ fn number_is_exact(literal: &str) -> bool {
         return digits.is_empty();
     }
     let normal = value.is_finite() && value.abs() >= f64::MIN_POSITIVE;
-    (normal && digits.len() <= 15) || digits == significant_digits(&format!("{value:e}"))
+    (normal && digits.len() <= 15) || digits == significant_digits(&written_by_serde_json(value))
+}
+
+/// How serde_json writes `value`: its one shortest representation, so no two different literals
+/// both match it (a value halfway between two 17-digit decimals has two shortest candidates, and
+/// formatters need not pick the same one).
+fn written_by_serde_json(value: f64) -> String {
+    serde_json::Number::from_f64(value).map_or_else(String::new, |n| n.to_string())
 }
 
 /// The mantissa's digits without leading or trailing zeros: `"-0.01250e3"` → `"125"`.
@@ -210,6 +217,16 @@ mod tests {
             json(r#"{"b":"18446744073709551617","a":1}"#),
             json(r#"{"a":1,"b":"18446744073709551617"}"#)
         );
+    }
+
+    #[test]
+    fn a_float_halfway_between_two_shortest_decimals_keeps_canonical_json() {
+        // 1801439850948198.25 is exactly halfway: serde_json writes ...198.2.
+        assert_eq!(
+            json(r#"{"a":true,"b":1801439850948198.2}"#),
+            json(r#"{ "b": 1801439850948198.2, "a": true }"#)
+        );
+        assert_ne!(json("[1801439850948198.2]"), json("[1801439850948198.3]"));
     }
 
     #[test]
