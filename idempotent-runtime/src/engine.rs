@@ -28,6 +28,7 @@
 //! problem, every waiting duplicate gets the same, and a later retry runs again.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
@@ -36,16 +37,18 @@ use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::http::{header, Method};
-use actix_web::{dev, web, HttpRequest, HttpResponse};
+use actix_web::{dev, web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flight, LeaderGuard, Role, Shared, State};
 use crate::key;
+use crate::observe::{self, Outcome};
 use crate::record::{Completion, Record};
 use crate::replay::{self, Captured};
 use crate::route::{InFlight, OnMismatch, Route, Scope};
@@ -63,14 +66,75 @@ where
     Fut: Future<Output = HttpResponse> + 'static,
 {
     let payload = payload.into_inner();
-    if is_read_only(req.method()) || !may_carry_key(route, &req) {
+    if is_read_only(req.method()) || !may_carry_key(route, &req) || protected_upstream(&req) {
         return run(req, payload).await;
     }
     let config = Idempotency::for_request(&req).clone();
-    match prepare(route, &config, &req, payload).await {
-        Ok(Prepared::Keyed(keyed)) => execute_once(config, route, req, keyed, run).await,
-        Ok(Prepared::Unprotected(payload)) => run(req, payload).await,
-        Err(error) => config.error_response(&error, &req),
+    protect(config, route, req, payload, run).await
+}
+
+/// Runs one write request through the engine with `route`'s options: the annotated handler's,
+/// or the middleware's. `run` is the handler (or the rest of the service chain).
+pub(crate) async fn protect<R, F, Fut>(
+    config: Idempotency,
+    route: R,
+    req: HttpRequest,
+    payload: dev::Payload,
+    run: F,
+) -> HttpResponse
+where
+    R: Deref<Target = Route> + 'static,
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    let name = route.options().handler;
+    let started = std::time::Instant::now();
+    let span = observe::span(name);
+    let answer = match prepare(&route, &config, &req, payload).instrument(span.clone()).await {
+        Ok(Prepared::Keyed(keyed)) => {
+            // Whatever runs `run` (an annotated handler inside a scope wrapped by the
+            // middleware) must not protect this request a second time.
+            req.extensions_mut().insert(ProtectedUpstream);
+            execute_once(config, route, req, keyed, run)
+                .instrument(span.clone())
+                .await
+        }
+        Ok(Prepared::Unprotected(payload)) => return run(req, payload).await,
+        Err(error) => Answer::refused(&config, &error, &req),
+    };
+    span.in_scope(|| observe::outcome(name, answer.outcome, started.elapsed()));
+    answer.response
+}
+
+/// Set on a request the engine has taken: an annotated handler reached through the middleware
+/// runs its body directly instead of claiming the key again.
+struct ProtectedUpstream;
+
+pub(crate) fn protected_upstream(req: &HttpRequest) -> bool {
+    req.extensions().contains::<ProtectedUpstream>()
+}
+
+/// The engine's answer to a keyed request, and what it did to produce it.
+struct Answer {
+    response: HttpResponse,
+    outcome: Outcome,
+}
+
+impl Answer {
+    fn new(response: HttpResponse, outcome: Outcome) -> Self {
+        Self { response, outcome }
+    }
+
+    fn refused(config: &Idempotency, error: &IdempotencyError, req: &HttpRequest) -> Self {
+        Self::new(config.error_response(error, req), Outcome::of_error(error))
+    }
+
+    /// A duplicate that had to wait reports [`Outcome::Waited`] instead of a plain replay.
+    fn after_waiting(mut self) -> Self {
+        if self.outcome == Outcome::Replayed {
+            self.outcome = Outcome::Waited;
+        }
+        self
     }
 }
 
@@ -80,7 +144,7 @@ fn is_read_only(method: &Method) -> bool {
 
 /// Whether the request may be keyed. `false` (no key header, on a route that neither requires
 /// a key nor takes it from the body) lets an unkeyed write skip the configuration lookup.
-fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
+pub(crate) fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
     let options = route.options();
     options.required || options.key_from.is_some() || req.headers().contains_key(route.header())
 }
@@ -202,14 +266,9 @@ async fn read_body(mut payload: dev::Payload, req: &HttpRequest, limit: usize) -
     Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
-async fn execute_once<F, Fut>(
-    config: Idempotency,
-    route: &'static Route,
-    req: HttpRequest,
-    keyed: Keyed,
-    run: F,
-) -> HttpResponse
+async fn execute_once<R, F, Fut>(config: Idempotency, route: R, req: HttpRequest, keyed: Keyed, run: F) -> Answer
 where
+    R: Deref<Target = Route> + 'static,
     F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
     Fut: Future<Output = HttpResponse> + 'static,
 {
@@ -217,7 +276,7 @@ where
         return answer_with_record(&config, &req, &record, keyed.fingerprint);
     }
     match config.inner.flights.join(&keyed.id, keyed.fingerprint) {
-        Role::Follower(flight) => follow(&config, route, req, keyed, &flight, run).await,
+        Role::Follower(flight) => follow(&config, &route, req, keyed, &flight, run).await,
         Role::Leader(guard) => {
             let tracker = config.inner.tracker.clone();
             let leader = Leader {
@@ -227,27 +286,31 @@ where
                 guard,
             };
             // Spawned, so a client that disconnects (RST) cannot cancel a started execution.
-            match actix_web::rt::spawn(tracker.track_future(leader.lead(req.clone(), run))).await {
-                Ok(response) => response,
-                Err(_) => config.error_response(&IdempotencyError::HandlerFailed, &req),
+            // The request moves into the task: a middleware's inner service must route it while
+            // it is the only reference (actix-web panics otherwise).
+            let task = tracker.track_future(leader.lead(req, run).in_current_span());
+            match actix_web::rt::spawn(task).await {
+                Ok(answer) => answer,
+                // Only when the runtime shuts down under the task; the hook has no request here.
+                Err(_) => {
+                    let error = IdempotencyError::HandlerFailed;
+                    Answer::new(error.problem_response(error.default_status()), Outcome::Released)
+                }
             }
         }
     }
 }
 
 /// The answer to a request whose key already completed.
-fn answer_with_record(
-    config: &Idempotency,
-    req: &HttpRequest,
-    record: &Record,
-    fingerprint: Fingerprint,
-) -> HttpResponse {
+fn answer_with_record(config: &Idempotency, req: &HttpRequest, record: &Record, fingerprint: Fingerprint) -> Answer {
     if record.fingerprint != fingerprint {
-        return config.error_response(&IdempotencyError::Conflict, req);
+        return Answer::refused(config, &IdempotencyError::Conflict, req);
     }
     match &record.completion {
-        Completion::Response(stored) => replay::replay(stored, &config.inner.replay_header),
-        Completion::Tombstone => config.error_response(&IdempotencyError::ResponseNotStored, req),
+        Completion::Response(stored) => {
+            Answer::new(replay::replay(stored, &config.inner.replay_header), Outcome::Replayed)
+        }
+        Completion::Tombstone => Answer::refused(config, &IdempotencyError::ResponseNotStored, req),
     }
 }
 
@@ -259,7 +322,7 @@ async fn follow<F, Fut>(
     keyed: Keyed,
     flight: &Flight,
     run: F,
-) -> HttpResponse
+) -> Answer
 where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut,
     Fut: Future<Output = HttpResponse>,
@@ -267,18 +330,23 @@ where
     let policy = route.options().in_flight;
     let deadline = Instant::now() + config.inner.wait_timeout;
     let mut state = flight.subscribe();
+    let mut waited = false;
     loop {
         let current = state.borrow_and_update().clone();
         match (current, policy) {
-            (State::Done(shared), _) => return answer_follower(config, policy, req, keyed, shared, run).await,
-            (State::Running, InFlight::Reject) => return config.error_response(&config.in_flight(), &req),
-            (State::Running, InFlight::Accept) => return config.error_response(&config.accepted(), &req),
+            (State::Done(shared), _) => {
+                let answer = answer_follower(config, policy, req, keyed, shared, run).await;
+                return if waited { answer.after_waiting() } else { answer };
+            }
+            (State::Running, InFlight::Reject) => return Answer::refused(config, &config.in_flight(), &req),
+            (State::Running, InFlight::Accept) => return Answer::refused(config, &config.accepted(), &req),
             _ => {}
         }
+        waited = true;
         match tokio::time::timeout_at(deadline, state.changed()).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return config.error_response(&IdempotencyError::HandlerFailed, &req),
-            Err(_) => return config.error_response(&config.in_flight(), &req),
+            Ok(Err(_)) => return Answer::refused(config, &IdempotencyError::HandlerFailed, &req),
+            Err(_) => return Answer::refused(config, &config.in_flight(), &req),
         }
     }
 }
@@ -290,27 +358,29 @@ async fn answer_follower<F, Fut>(
     keyed: Keyed,
     shared: Shared,
     run: F,
-) -> HttpResponse
+) -> Answer
 where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut,
     Fut: Future<Output = HttpResponse>,
 {
     match shared {
         Shared::Record(record) => answer_with_record(config, &req, &record, keyed.fingerprint),
-        Shared::Response(stored) => replay::replay(&stored, &config.inner.replay_header),
-        Shared::Busy if policy == InFlight::Accept => config.error_response(&config.accepted(), &req),
-        Shared::Busy => config.error_response(&config.in_flight(), &req),
-        Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
-            run(req, dev::Payload::from(keyed.body)).await
+        Shared::Response(stored) => {
+            Answer::new(replay::replay(&stored, &config.inner.replay_header), Outcome::Replayed)
         }
-        Shared::Failed(error) => config.error_response(&error, &req),
+        Shared::Busy if policy == InFlight::Accept => Answer::refused(config, &config.accepted(), &req),
+        Shared::Busy => Answer::refused(config, &config.in_flight(), &req),
+        Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
+            Answer::new(run(req, dev::Payload::from(keyed.body)).await, Outcome::StoreError)
+        }
+        Shared::Failed(error) => Answer::refused(config, &error, &req),
     }
 }
 
 /// The one execution of a key in this process.
-struct Leader {
+struct Leader<R> {
     config: Idempotency,
-    route: &'static Route,
+    route: R,
     keyed: Keyed,
     guard: LeaderGuard,
 }
@@ -321,8 +391,8 @@ enum RemoteWait {
     TimedOut,
 }
 
-impl Leader {
-    async fn lead<F, Fut>(self, req: HttpRequest, run: F) -> HttpResponse
+impl<R: Deref<Target = Route>> Leader<R> {
+    async fn lead<F, Fut>(self, req: HttpRequest, run: F) -> Answer
     where
         F: FnOnce(HttpRequest, dev::Payload) -> Fut,
         Fut: Future<Output = HttpResponse>,
@@ -331,7 +401,10 @@ impl Leader {
         let deadline = Instant::now() + inner.wait_timeout;
         loop {
             let claim = self
-                .store_call(inner.store.claim(&self.keyed.id, self.keyed.fingerprint, inner.lease))
+                .store_call(
+                    "claim",
+                    inner.store.claim(&self.keyed.id, self.keyed.fingerprint, inner.lease),
+                )
                 .await;
             let held_elsewhere = match claim {
                 Ok(Claim::Acquired(token)) => return self.execute(token, req, run).await,
@@ -353,7 +426,7 @@ impl Leader {
                 InFlight::Wait => {}
             }
             match self.wait_elsewhere(deadline).await {
-                Ok(RemoteWait::Completed(record)) => return self.finish_with_record(record, &req),
+                Ok(RemoteWait::Completed(record)) => return self.finish_with_record(record, &req).after_waiting(),
                 Ok(RemoteWait::Released) => continue,
                 Ok(RemoteWait::TimedOut) => return self.refuse(in_flight, Shared::Busy, &req),
                 Err(_) => return self.store_failed(req, run).await,
@@ -361,15 +434,15 @@ impl Leader {
         }
     }
 
-    fn finish_with_record(self, record: Arc<Record>, req: &HttpRequest) -> HttpResponse {
-        let response = answer_with_record(&self.config, req, &record, self.keyed.fingerprint);
+    fn finish_with_record(self, record: Arc<Record>, req: &HttpRequest) -> Answer {
+        let answer = answer_with_record(&self.config, req, &record, self.keyed.fingerprint);
         self.guard.publish(Shared::Record(record));
-        response
+        answer
     }
 
-    fn refuse(self, error: IdempotencyError, shared: Shared, req: &HttpRequest) -> HttpResponse {
+    fn refuse(self, error: IdempotencyError, shared: Shared, req: &HttpRequest) -> Answer {
         self.guard.publish(shared);
-        self.config.error_response(&error, req)
+        Answer::refused(&self.config, &error, req)
     }
 
     /// Waits for the execution that holds the key on another replica.
@@ -380,9 +453,9 @@ impl Leader {
             if left.is_zero() {
                 return Ok(RemoteWait::TimedOut);
             }
-            self.store_call(store.wait_for_change(&self.keyed.id, left.min(FALLBACK_POLL)))
+            self.store_call("wait", store.wait_for_change(&self.keyed.id, left.min(FALLBACK_POLL)))
                 .await?;
-            match self.store_call(store.lookup(&self.keyed.id)).await? {
+            match self.store_call("lookup", store.lookup(&self.keyed.id)).await? {
                 Lookup::Completed(record) => return Ok(RemoteWait::Completed(record)),
                 Lookup::Absent => return Ok(RemoteWait::Released),
                 Lookup::InFlight { .. } => {}
@@ -390,7 +463,7 @@ impl Leader {
         }
     }
 
-    async fn store_failed<F, Fut>(self, req: HttpRequest, run: F) -> HttpResponse
+    async fn store_failed<F, Fut>(self, req: HttpRequest, run: F) -> Answer
     where
         F: FnOnce(HttpRequest, dev::Payload) -> Fut,
         Fut: Future<Output = HttpResponse>,
@@ -402,29 +475,28 @@ impl Leader {
                 handler = self.route.options().handler,
                 "idempotency store unavailable: running unprotected (fail open)"
             );
-            return run(req, dev::Payload::from(self.keyed.body)).await;
+            return Answer::new(run(req, dev::Payload::from(self.keyed.body)).await, Outcome::StoreError);
         }
-        self.config.error_response(&error, &req)
+        Answer::refused(&self.config, &error, &req)
     }
 
-    async fn execute<F, Fut>(self, token: FencingToken, req: HttpRequest, run: F) -> HttpResponse
+    async fn execute<F, Fut>(self, token: FencingToken, req: HttpRequest, run: F) -> Answer
     where
         F: FnOnce(HttpRequest, dev::Payload) -> Fut,
         Fut: Future<Output = HttpResponse>,
     {
         self.guard.running();
-        let handler = AssertUnwindSafe(run(req.clone(), dev::Payload::from(self.keyed.body.clone()))).catch_unwind();
+        // Rendered before the request moves into the handler, which takes it down if it panics.
+        let failed = self.config.error_response(&IdempotencyError::HandlerFailed, &req);
+        let handler = AssertUnwindSafe(run(req, dev::Payload::from(self.keyed.body.clone()))).catch_unwind();
         let Ok(response) = self.with_lease(token, handler).await else {
             tracing::error!(
                 handler = self.route.options().handler,
                 "handler panicked: key released, a retry will run again"
             );
             self.release(token).await;
-            return self.refuse(
-                IdempotencyError::HandlerFailed,
-                Shared::Failed(IdempotencyError::HandlerFailed),
-                &req,
-            );
+            self.guard.publish(Shared::Failed(IdempotencyError::HandlerFailed));
+            return Answer::new(failed, Outcome::Released);
         };
         let inner = &self.config.inner;
         let executed = response.extensions().get::<NotExecuted>().is_none();
@@ -433,7 +505,7 @@ impl Leader {
             Captured::Complete { head, body } => {
                 let body = if storable { replay::compact(body) } else { body };
                 let stored = replay::to_stored(&head, body.clone());
-                let shared = if storable {
+                let (shared, outcome) = if storable {
                     let record = Record {
                         fingerprint: self.keyed.fingerprint,
                         completion: Completion::Response(stored),
@@ -441,16 +513,18 @@ impl Leader {
                     self.complete(token, Arc::new(record)).await
                 } else {
                     self.release(token).await;
-                    Shared::Response(Arc::new(stored))
+                    (Shared::Response(Arc::new(stored)), Outcome::Released)
                 };
                 self.guard.publish(shared);
-                head.set_body(BoxBody::new(body))
+                Answer::new(head.set_body(BoxBody::new(body)), outcome)
             }
             Captured::Partial { head, body, failed } => {
-                let shared = if storable && !failed {
+                let (shared, outcome) = if storable && !failed {
+                    let route = self.route.options().handler;
                     inner.counters.responses_not_stored.fetch_add(1, Ordering::Relaxed);
+                    observe::response_not_stored(route);
                     tracing::warn!(
-                        handler = self.route.options().handler,
+                        handler = route,
                         limit = inner.max_response_bytes,
                         "response too large or too slow to store: the key keeps a tombstone"
                     );
@@ -461,41 +535,47 @@ impl Leader {
                     self.complete(token, Arc::new(tombstone)).await
                 } else {
                     self.release(token).await;
-                    Shared::Busy
+                    (Shared::Busy, Outcome::Released)
                 };
                 self.guard.publish(shared);
-                head.set_body(body)
+                Answer::new(head.set_body(body), outcome)
             }
         }
     }
 
-    /// Stores the record; what followers get if that fails.
-    async fn complete(&self, token: FencingToken, record: Arc<Record>) -> Shared {
+    /// Stores the record; what followers get, and the outcome ([`Outcome::StoreError`] when
+    /// the write failed and the key was released).
+    async fn complete(&self, token: FencingToken, record: Arc<Record>) -> (Shared, Outcome) {
         let inner = &self.config.inner;
         let ttl = self.route.options().ttl;
         match self
-            .store_call(inner.store.complete(&self.keyed.id, token, Arc::clone(&record), ttl))
+            .store_call(
+                "complete",
+                inner.store.complete(&self.keyed.id, token, Arc::clone(&record), ttl),
+            )
             .await
         {
-            Ok(true) => Shared::Record(record),
+            Ok(true) => (Shared::Record(record), Outcome::Executed),
             Ok(false) => {
                 inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);
+                observe::fenced_completion(self.route.options().handler);
                 tracing::warn!(key = ?self.keyed.id, "lease lapsed and another execution took the key over: this result was not stored");
-                Shared::Record(record)
+                (Shared::Record(record), Outcome::Executed)
             }
             Err(_) => {
                 self.release(token).await;
-                match &record.completion {
+                let shared = match &record.completion {
                     Completion::Response(stored) => Shared::Response(Arc::new(stored.clone())),
                     Completion::Tombstone => Shared::Busy,
-                }
+                };
+                (shared, Outcome::StoreError)
             }
         }
     }
 
     async fn release(&self, token: FencingToken) {
         let _ = self
-            .store_call(self.config.inner.store.release(&self.keyed.id, token))
+            .store_call("release", self.config.inner.store.release(&self.keyed.id, token))
             .await;
     }
 
@@ -510,7 +590,7 @@ impl Leader {
                 biased;
                 output = &mut future => return output,
                 _ = ticker.tick() => {
-                    if let Ok(false) = self.store_call(inner.store.renew(&self.keyed.id, token, inner.lease)).await {
+                    if let Ok(false) = self.store_call("renew", inner.store.renew(&self.keyed.id, token, inner.lease)).await {
                         tracing::warn!(key = ?self.keyed.id, "lease lost while the handler runs");
                     }
                 }
@@ -519,7 +599,11 @@ impl Leader {
     }
 
     /// Bounds a store call by the configured timeout and counts failures.
-    async fn store_call<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    async fn store_call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let inner = &self.config.inner;
         let result = match tokio::time::timeout(inner.store_timeout, call).await {
             Ok(result) => result,
@@ -527,7 +611,8 @@ impl Leader {
         };
         if let Err(error) = &result {
             inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, key = ?self.keyed.id, "idempotency store call failed");
+            observe::store_error(operation);
+            tracing::warn!(%error, operation, key = ?self.keyed.id, "idempotency store call failed");
         }
         result
     }

@@ -13,6 +13,8 @@
 //! | [`store`] | the [`Store`] trait, its contract and the backends |
 //! | [`engine`] | what happens to a keyed request, and to its duplicates |
 //! | [`error`] | every answer the engine gives instead of the handler |
+//! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
+//! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
 #![warn(missing_docs)]
 
 pub mod config;
@@ -21,6 +23,8 @@ pub mod error;
 pub mod fingerprint;
 mod flight;
 pub mod key;
+pub mod middleware;
+pub mod observe;
 pub mod record;
 mod replay;
 pub mod route;
@@ -29,6 +33,8 @@ pub mod store;
 pub use config::{Idempotency, IdempotencyBuilder, Stats};
 pub use error::IdempotencyError;
 pub use fingerprint::Fingerprint;
+pub use middleware::IdempotentMiddleware;
+pub use observe::Outcome;
 pub use record::{Completion, Record, StoredResponse};
 pub use route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
 pub use store::{CachedStore, Claim, ExpiringStore, FencingToken, Lookup, MemoryStore, RecordKey, Store, StoreError};

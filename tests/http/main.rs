@@ -12,6 +12,7 @@ mod extractors;
 mod fingerprint;
 mod keys;
 mod limits;
+mod middleware;
 mod policies;
 mod reads;
 mod replay;

@@ -65,6 +65,7 @@ impl RecordCache {
                 if cause == RemovalCause::Size {
                     on_evict.fetch_add(1, Ordering::Relaxed);
                     if log_evictions {
+                        crate::observe::evicted();
                         tracing::warn!(
                             ?key,
                             "idempotency record evicted before its ttl: a retry of this key will run again"

@@ -1,0 +1,330 @@
+//! The engine as an actix-web middleware: every write route of an `App` or a `Scope`, without
+//! annotating each handler.
+//!
+//! ```
+//! use actix_web::{web, App, HttpResponse};
+//! use idempotent_runtime::{IdempotentMiddleware, Scope};
+//!
+//! async fn create_identity() -> HttpResponse {
+//!     HttpResponse::Created().body("created")
+//! }
+//!
+//! let app = App::new().service(
+//!     web::scope("/v1")
+//!         // POST, PUT, PATCH and DELETE of this scope replay on a repeated Idempotency-Key.
+//!         .wrap(IdempotentMiddleware::new().ttl(std::time::Duration::from_secs(24 * 3600)))
+//!         .route("/identities", web::post().to(create_identity)),
+//! );
+//! ```
+//!
+//! It takes the same options as `#[idempotent(...)]` (the defaults are the attribute's), runs
+//! the same engine with the same guarantees (one execution per key across concurrent
+//! duplicates and replicas, byte-for-byte replay, handler shielded from disconnects), and reads
+//! the app's [`Idempotency`] configuration the same way.
+//!
+//! # With `#[idempotent]` handlers inside
+//!
+//! A request runs through the engine once, by the first layer that takes it:
+//!
+//! - The middleware takes a request of one of its methods that carries its key (or, with
+//!   [`required`](IdempotentMiddleware::required), refuses one without). Its options apply; an
+//!   annotated handler it reaches runs its body directly, without claiming the key again.
+//! - A request the middleware lets through (another method, a path given to
+//!   [`except`](IdempotentMiddleware::except), or no key in the middleware's header) reaches the
+//!   handler untouched, and an annotated handler protects it with its own attribute.
+//!
+//! So an attribute wins over the middleware wherever it names its own key header (webhooks
+//! de-duplicated by `X-Event-ID` inside a scope protected by `Idempotency-Key`), and on every
+//! path excluded with [`except`](IdempotentMiddleware::except). actix-web routes a request
+//! only after its middleware ran, so the middleware cannot see which handler a request will
+//! reach; excluding the path is how an annotated route with the *same* header keeps its own
+//! options.
+//!
+//! Responses of the inner service are stored under the cache policy like a handler's; an
+//! error the inner service returns (for example an extractor's 400) is a response like any
+//! other: under the default policy (2xx only) it is not stored.
+//!
+//! # Panics
+//!
+//! [`header`](IdempotentMiddleware::header) panics on a string that is not a valid header name,
+//! and [`key_from`](IdempotentMiddleware::key_from) on a pointer that does not start with `/`:
+//! both are constants of the app, caught on its first start.
+
+use std::cell::RefCell;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::error::InternalError;
+use actix_web::http::header::HeaderName;
+use actix_web::http::Method;
+use actix_web::{Error, HttpResponse};
+
+use crate::config::Idempotency;
+use crate::engine;
+use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
+
+/// Applies the idempotency engine to every write route of the `App` or `Scope` it wraps.
+///
+/// Built like the attribute: `IdempotentMiddleware::new()` has `#[idempotent]`'s defaults
+/// (24 h, global scope, `Idempotency-Key`, optional key, wait for a running duplicate, 409 on
+/// a reused key, store 2xx, fingerprint the raw body) and protects `POST`, `PUT`, `PATCH` and
+/// `DELETE`. See the [module documentation](self) for how it composes with annotated handlers.
+#[derive(Debug, Clone)]
+pub struct IdempotentMiddleware {
+    options: RouteOptions,
+    methods: Vec<Method>,
+    except: Vec<String>,
+    config: Option<Idempotency>,
+}
+
+impl Default for IdempotentMiddleware {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IdempotentMiddleware {
+    /// The attribute's defaults, on `POST`, `PUT`, `PATCH` and `DELETE`.
+    pub fn new() -> Self {
+        Self {
+            options: RouteOptions {
+                handler: "middleware",
+                ..RouteOptions::DEFAULT
+            },
+            methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
+            except: Vec::new(),
+            config: None,
+        }
+    }
+
+    /// The methods it protects (default `POST`, `PUT`, `PATCH`, `DELETE`). `GET`, `HEAD` and
+    /// `OPTIONS` are never protected, even if listed.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Leaves requests under `path` (the path itself, or anything below `path/`) to the
+    /// handlers: an annotated handler there keeps its own options. May be called repeatedly.
+    pub fn except(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.except.push(path.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The `route` label of its metrics and logs (default `"middleware"`).
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.options.handler = name;
+        self
+    }
+
+    /// How long a completed response is replayed (the attribute's `ttl`, default 24 h).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = ttl;
+        self
+    }
+
+    /// Key namespace (the attribute's `scope`, default [`Scope::Global`]).
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.options.scope = scope;
+        self
+    }
+
+    /// The header the key is read from (the attribute's `header`, default `Idempotency-Key`).
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid HTTP header name.
+    pub fn header(mut self, name: &'static str) -> Self {
+        assert!(
+            HeaderName::from_bytes(name.as_bytes()).is_ok(),
+            "`{name}` is not a valid header name"
+        );
+        self.options.header = name;
+        self
+    }
+
+    /// Whether a write without a key is refused with 400 `idempotency_key_missing` (the
+    /// attribute's `required`, default `false`).
+    pub fn required(mut self, required: bool) -> Self {
+        self.options.required = required;
+        self
+    }
+
+    /// What a duplicate of a running request gets (the attribute's `in_flight`).
+    pub fn in_flight(mut self, policy: InFlight) -> Self {
+        self.options.in_flight = policy;
+        self
+    }
+
+    /// What a reused key with another request gets (the attribute's `on_mismatch`).
+    pub fn on_mismatch(mut self, policy: OnMismatch) -> Self {
+        self.options.on_mismatch = policy;
+        self
+    }
+
+    /// Which outcomes are stored (the attribute's `cache`).
+    pub fn cache(mut self, policy: CachePolicy) -> Self {
+        self.options.cache = policy;
+        self
+    }
+
+    /// How the body enters the fingerprint (the attribute's `fingerprint`).
+    pub fn fingerprint(mut self, mode: FingerprintMode) -> Self {
+        self.options.fingerprint = mode;
+        self
+    }
+
+    /// A JSON Pointer to a body field that supplies the key when the header is absent (the
+    /// attribute's `key_from`): the body of every protected request is then read.
+    ///
+    /// # Panics
+    ///
+    /// If `pointer` does not start with `/`.
+    pub fn key_from(mut self, pointer: &'static str) -> Self {
+        assert!(
+            pointer.starts_with('/'),
+            "`{pointer}` is not a JSON Pointer: it must start with `/`"
+        );
+        self.options.key_from = Some(pointer);
+        self
+    }
+
+    /// Uses `config` instead of the one registered with `App::app_data` (or the process-wide
+    /// default).
+    pub fn config(mut self, config: Idempotency) -> Self {
+        self.config = Some(config);
+        self
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for IdempotentMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = IdempotentService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        let methods = self
+            .methods
+            .iter()
+            .filter(|method| !matches!(**method, Method::GET | Method::HEAD | Method::OPTIONS))
+            .cloned()
+            .collect();
+        ready(Ok(IdempotentService {
+            service: Rc::new(service),
+            shared: Rc::new(Shared {
+                route: Route::new(self.options),
+                methods,
+                except: self.except.clone(),
+                config: self.config.clone(),
+            }),
+        }))
+    }
+}
+
+/// What every request of one worker's service shares.
+struct Shared {
+    route: Route,
+    methods: Vec<Method>,
+    except: Vec<String>,
+    config: Option<Idempotency>,
+}
+
+impl Shared {
+    fn takes(&self, req: &ServiceRequest) -> bool {
+        self.methods.contains(req.method())
+            && !self.excepts(req.path())
+            && engine::may_carry_key(&self.route, req.request())
+            && !engine::protected_upstream(req.request())
+    }
+
+    fn excepts(&self, path: &str) -> bool {
+        self.except.iter().any(|prefix| {
+            path.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
+/// The route a request runs under: the middleware's, shared by its requests.
+struct SharedRoute(Rc<Shared>);
+
+impl std::ops::Deref for SharedRoute {
+    type Target = Route;
+
+    fn deref(&self) -> &Route {
+        &self.0.route
+    }
+}
+
+/// The service [`IdempotentMiddleware`] wraps around an `App` or `Scope`.
+pub struct IdempotentService<S> {
+    service: Rc<S>,
+    shared: Rc<Shared>,
+}
+
+impl<S, B> Service<ServiceRequest> for IdempotentService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        if !self.shared.takes(&req) {
+            let passed = self.service.call(req);
+            return Box::pin(async move { passed.await.map(ServiceResponse::map_into_left_body) });
+        }
+        let (request, payload) = req.into_parts();
+        let config = match &self.shared.config {
+            Some(config) => config.clone(),
+            None => Idempotency::for_request(&request).clone(),
+        };
+        // The request the answer is sent with. actix-web routes a request only while nothing
+        // else holds it, so the handler's turn takes this copy away before the inner service
+        // routes the engine's, and keeps the routed request it gets back.
+        let kept = Rc::new(RefCell::new(Some(request.clone())));
+        let run = {
+            let (service, kept) = (Rc::clone(&self.service), Rc::clone(&kept));
+            move |request, payload| {
+                drop(kept.borrow_mut().take());
+                let inner = service.call(ServiceRequest::from_parts(request, payload));
+                async move {
+                    match inner.await {
+                        Ok(response) => {
+                            let (request, response) = response.into_parts();
+                            *kept.borrow_mut() = Some(request);
+                            response.map_into_boxed_body()
+                        }
+                        Err(error) => HttpResponse::from_error(error),
+                    }
+                }
+            }
+        };
+        let route = SharedRoute(Rc::clone(&self.shared));
+        Box::pin(async move {
+            let response = engine::protect(config, route, request, payload, run).await;
+            let kept = kept.borrow_mut().take();
+            match kept {
+                Some(request) => Ok(ServiceResponse::new(request, response).map_into_right_body()),
+                // The inner service failed or the handler panicked with the request: the answer
+                // is complete, only the request to send it with is gone.
+                None => Err(InternalError::from_response("idempotency", response).into()),
+            }
+        })
+    }
+}
