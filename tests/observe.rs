@@ -1,0 +1,360 @@
+//! Observability: every outcome of a keyed request is a `metrics` counter (and a duration
+//! histogram) labelled with its route, and a `tracing` event inside an `idempotency` span.
+//!
+//! One binary of its own: it installs a process-wide metrics recorder and tracing subscriber.
+//! Each test uses routes of its own, so parallel tests never read each other's counters.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{post, web, HttpResponse};
+use futures_util::future::join_all;
+use idempotent_actix::{
+    idempotent, Claim, FencingToken, Fingerprint, Idempotency, Lookup, MemoryStore, Record, RecordKey, Store,
+    StoreError,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "http/support.rs"]
+mod support;
+
+use support::{new_key, send, send_keyed, serve, serve_with, Runs};
+
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("the only recorder of this test binary");
+        snapshotter
+    })
+}
+
+/// A metric's name and its labels, sorted.
+type Series = (String, Vec<(String, String)>);
+
+/// Every counter's total and every histogram's number of samples so far. A snapshot of the
+/// debugging recorder drains what it reports, so parallel tests pool what each of them reads.
+fn totals() -> std::sync::MutexGuard<'static, std::collections::HashMap<Series, u64>> {
+    static TOTALS: OnceLock<Mutex<std::collections::HashMap<Series, u64>>> = OnceLock::new();
+    let mut totals = TOTALS.get_or_init(Default::default).lock().unwrap();
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let mut labels: Vec<(String, String)> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        labels.sort_unstable();
+        let added = match value {
+            DebugValue::Counter(count) => count,
+            DebugValue::Histogram(samples) => samples.len() as u64,
+            DebugValue::Gauge(_) => continue,
+        };
+        *totals.entry((key.key().name().to_owned(), labels)).or_default() += added;
+    }
+    totals
+}
+
+/// Counter `name` with exactly these labels, or the number of samples of histogram `name`.
+fn total(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let mut labels: Vec<(String, String)> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    labels.sort_unstable();
+    totals().get(&(name.to_owned(), labels)).copied().unwrap_or(0)
+}
+
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    total(name, labels)
+}
+
+fn requests(route: &str, outcome: &str) -> u64 {
+    total("idempotency_requests_total", &[("route", route), ("outcome", outcome)])
+}
+
+fn durations(route: &str, outcome: &str) -> u64 {
+    total(
+        "idempotency_request_duration_seconds",
+        &[("route", route), ("outcome", outcome)],
+    )
+}
+
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&sink)))
+            .finish()
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        logs
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_lines(route: &str) -> Vec<String> {
+    let needle = format!("route=\"{route}\"");
+    String::from_utf8_lossy(&logs().lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn install() {
+    snapshotter();
+    logs();
+}
+
+#[post("/observed/executed")]
+#[idempotent]
+async fn observed_executed(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().body("created")
+}
+
+#[actix_web::test]
+async fn an_execution_and_its_replay_are_counted_timed_and_logged() {
+    install();
+    let server = serve(|cfg: &mut web::ServiceConfig| {
+        cfg.service(observed_executed);
+    });
+    let key = new_key();
+    send_keyed(server.post("/observed/executed"), &key, &json!({})).await;
+    send_keyed(server.post("/observed/executed"), &key, &json!({})).await;
+    send_keyed(server.post("/observed/executed"), &key, &json!({})).await;
+    assert_eq!(requests("observed_executed", "executed"), 1);
+    assert_eq!(requests("observed_executed", "replayed"), 2);
+    assert_eq!(durations("observed_executed", "replayed"), 2);
+    assert_eq!(durations("observed_executed", "executed"), 1);
+
+    let lines = log_lines("observed_executed");
+    let outcomes = |outcome: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .count()
+    };
+    assert_eq!(outcomes("executed"), 1, "{lines:#?}");
+    assert_eq!(outcomes("replayed"), 2, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("idempotency{route=\"observed_executed\"}")),
+        "every event is inside the request's span: {lines:#?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains(&key)), "the key is never logged");
+}
+
+#[post("/observed/slow")]
+#[idempotent]
+async fn observed_waited(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    HttpResponse::Created().body("created")
+}
+
+#[post("/observed/reject")]
+#[idempotent(in_flight = "reject")]
+async fn observed_in_flight(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    HttpResponse::Created().body("created")
+}
+
+#[actix_web::test]
+async fn duplicates_of_a_running_request_are_counted_as_waited_or_in_flight() {
+    install();
+    let server = serve(|cfg: &mut web::ServiceConfig| {
+        cfg.service(observed_waited).service(observed_in_flight);
+    });
+    for path in ["/observed/slow", "/observed/reject"] {
+        let key = new_key();
+        let replies = join_all((0..20).map(|_| {
+            let (req, key) = (server.post(path), key.clone());
+            actix_web::rt::spawn(async move { send_keyed(req, &key, &json!({})).await })
+        }))
+        .await;
+        assert!(replies.iter().all(|r| r.is_ok()));
+    }
+    assert_eq!(server.runs(), 2);
+    assert_eq!(requests("observed_waited", "executed"), 1);
+    assert_eq!(
+        requests("observed_waited", "waited") + requests("observed_waited", "replayed"),
+        19
+    );
+    assert!(
+        requests("observed_waited", "waited") >= 1,
+        "at least one duplicate waited"
+    );
+    assert_eq!(requests("observed_in_flight", "executed"), 1);
+    assert_eq!(
+        requests("observed_in_flight", "in_flight") + requests("observed_in_flight", "replayed"),
+        19
+    );
+    assert!(requests("observed_in_flight", "in_flight") >= 1);
+}
+
+#[post("/observed/failing")]
+#[idempotent(required = true)]
+async fn observed_refusals(runs: web::Data<Runs>, body: web::Bytes) -> HttpResponse {
+    runs.hit();
+    if body.as_ref() == b"fail" {
+        return HttpResponse::ServiceUnavailable().finish();
+    }
+    HttpResponse::Ok().finish()
+}
+
+#[actix_web::test]
+async fn conflicts_refusals_and_released_keys_are_counted() {
+    install();
+    let server = serve(|cfg: &mut web::ServiceConfig| {
+        cfg.service(observed_refusals);
+    });
+    let keyed = |key: &str| {
+        server
+            .post("/observed/failing")
+            .insert_header(("Idempotency-Key", key.to_owned()))
+    };
+    let key = new_key();
+    send(keyed(&key), "ok").await;
+    let conflict = send(keyed(&key), "other").await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    let missing = send(server.post("/observed/failing"), "ok").await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    let failed = new_key();
+    send(keyed(&failed), "fail").await;
+    send(keyed(&failed), "fail").await;
+
+    assert_eq!(requests("observed_refusals", "executed"), 1);
+    assert_eq!(requests("observed_refusals", "conflict"), 1);
+    assert_eq!(requests("observed_refusals", "rejected"), 1);
+    assert_eq!(
+        requests("observed_refusals", "released"),
+        2,
+        "a 503 is not stored: both ran"
+    );
+    assert_eq!(server.runs(), 3);
+}
+
+/// A store that is down: every call fails as an unreachable server would.
+#[derive(Default)]
+struct DownStore;
+
+fn down() -> StoreError {
+    StoreError::unavailable(std::io::Error::other("connection refused"))
+}
+
+#[async_trait::async_trait]
+impl Store for DownStore {
+    async fn claim(&self, _: &RecordKey, _: Fingerprint, _: Duration) -> Result<Claim, StoreError> {
+        Err(down())
+    }
+
+    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<bool, StoreError> {
+        Err(down())
+    }
+
+    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Arc<Record>, _: Duration) -> Result<bool, StoreError> {
+        Err(down())
+    }
+
+    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<bool, StoreError> {
+        Err(down())
+    }
+
+    async fn lookup(&self, _: &RecordKey) -> Result<Lookup, StoreError> {
+        Err(down())
+    }
+}
+
+#[post("/observed/down")]
+#[idempotent]
+async fn observed_store_down(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Ok().finish()
+}
+
+#[actix_web::test]
+async fn store_failures_are_counted_by_operation_and_as_an_outcome() {
+    install();
+    let before = counter("idempotency_store_errors_total", &[("operation", "claim")]);
+    let server = serve_with(Idempotency::builder().store(DownStore).build(), |cfg| {
+        cfg.service(observed_store_down);
+    });
+    let reply = send_keyed(server.post("/observed/down"), &new_key(), &json!({})).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(requests("observed_store_down", "store_error"), 1);
+    assert!(counter("idempotency_store_errors_total", &[("operation", "claim")]) > before);
+    assert!(
+        log_lines("observed_store_down").iter().any(|l| l.contains("WARN")),
+        "a store error is a warning"
+    );
+    assert_eq!(server.runs(), 0);
+}
+
+#[post("/observed/evicted")]
+#[idempotent]
+async fn observed_evicted(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Ok().body(vec![b'x'; 4096])
+}
+
+#[actix_web::test]
+async fn live_records_evicted_for_space_are_counted() {
+    install();
+    let before = counter("idempotency_evictions_total", &[]);
+    let store = MemoryStore::with_capacity(64 * 1024);
+    let server = serve_with(Idempotency::builder().store(store.clone()).build(), |cfg| {
+        cfg.service(observed_evicted);
+    });
+    for _ in 0..64 {
+        send_keyed(server.post("/observed/evicted"), &new_key(), &json!({})).await;
+    }
+    store.record_count(); // runs the cache's pending maintenance, where evictions happen
+    let evicted = store.evicted_live_records();
+    assert!(evicted > 0, "64 responses of 4 KiB do not fit in 64 KiB");
+    assert!(counter("idempotency_evictions_total", &[]) >= before + evicted);
+}
+
+async fn unannotated(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().finish()
+}
+
+#[actix_web::test]
+async fn the_middleware_reports_under_its_name() {
+    install();
+    let server = serve(|cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::scope("/api")
+                .wrap(idempotent_actix::IdempotentMiddleware::new().name("observed_api"))
+                .route("/things", web::post().to(unannotated)),
+        );
+    });
+    let key = new_key();
+    send_keyed(server.post("/api/things"), &key, &json!({})).await;
+    send_keyed(server.post("/api/things"), &key, &json!({})).await;
+    assert_eq!(requests("observed_api", "executed"), 1);
+    assert_eq!(requests("observed_api", "replayed"), 1);
+    assert_eq!(server.runs(), 1);
+}
