@@ -97,6 +97,74 @@
 //!
 //! [`MemoryStore`] (default); Redis and PostgreSQL behind the `redis` and `postgres` features.
 //! Every store implements [`Store`] and passes [`store::conformance`].
+//!
+//! # Middleware: every write route of a scope
+//!
+//! [`IdempotentMiddleware`] runs the same engine, with the same options, on every `POST`,
+//! `PUT`, `PATCH` and `DELETE` of the `App` or `Scope` it wraps:
+//!
+//! ```
+//! use actix_web::{test, web, App, HttpResponse};
+//! use idempotent_actix::IdempotentMiddleware;
+//!
+//! async fn create_identity() -> HttpResponse {
+//!     HttpResponse::Created().body(uuid_like())
+//! }
+//! # fn uuid_like() -> String { format!("{:?}", std::time::Instant::now()) }
+//!
+//! # #[actix_web::main]
+//! # async fn main() {
+//! let app = test::init_service(
+//!     App::new().service(
+//!         web::scope("/v1")
+//!             .wrap(IdempotentMiddleware::new().required(true))
+//!             .route("/identities", web::post().to(create_identity)),
+//!     ),
+//! )
+//! .await;
+//! let request = || {
+//!     test::TestRequest::post()
+//!         .uri("/v1/identities")
+//!         .insert_header(("Idempotency-Key", "2f1e6c1a-7d8b-4c55-9a0e-55c1d1f0a7b3"))
+//!         .to_request()
+//! };
+//! let first = test::read_body(test::call_service(&app, request()).await).await;
+//! let retry = test::read_body(test::call_service(&app, request()).await).await;
+//! assert_eq!(retry, first);
+//!
+//! let unkeyed = test::TestRequest::post().uri("/v1/identities").to_request();
+//! assert_eq!(test::call_service(&app, unkeyed).await.status(), 400);
+//! # }
+//! ```
+//!
+//! A request goes through the engine once. The middleware takes the requests that carry its
+//! key; an annotated handler inside its scope protects what the middleware lets through (a key
+//! in another header, a path given to [`IdempotentMiddleware::except`]). See
+//! [`middleware`] for the rule and why.
+//!
+//! # Observability
+//!
+//! Every keyed request ends in one [`Outcome`] (`executed`, `replayed`, `waited`, `conflict`,
+//! `in_flight`, `released`, `rejected`, `store_error`), reported as a `tracing` event in an
+//! `idempotency` span and as `metrics` counters and histograms labelled by route; evictions of
+//! live records, store errors, tombstones and fenced completions have counters of their own.
+//! Install any `metrics` exporter and `tracing` subscriber to collect them; names and labels are
+//! listed in [`observe`].
+//!
+//! # Feature flags
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `redis` | no | [`RedisStore`]: several replicas sharing Redis, Valkey or Redis Cluster |
+//! | `postgres` | no | [`PostgresStore`]: several replicas sharing PostgreSQL, with a shipped migration |
+//! | `client` | no | `client`: a reqwest-middleware middleware that retries writes with one key per operation |
+//!
+//! The memory store, the attribute, the middleware and observability need no feature.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.89, the version actix-web 4.18 requires. Raising it is a minor-version change,
+//! noted in the changelog.
 #![warn(missing_docs)]
 
 pub use idempotent_macros::idempotent;
