@@ -13,10 +13,13 @@
 //! | [`store`] | the [`Store`] trait, its contract and the backends |
 //! | [`engine`] | what happens to a keyed request, and to its duplicates |
 //! | [`error`] | every answer the engine gives instead of the handler |
+//! | `client` | the reqwest helper that retries writes with one key (feature `client`) |
 //! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -197,9 +197,8 @@ impl IdempotentMiddleware {
     /// Uses `config` instead of the one registered with `App::app_data` (or the process-wide
     /// default).
     ///
-    /// Data registered with `Scope::app_data` is attached to a request only once it is routed
-    /// into that scope, after the scope's own middleware ran: a middleware wrapping a scope sees
-    /// the app's `Idempotency`, or this one.
+    /// Without it, a middleware wrapping a scope finds an `Idempotency` registered with that
+    /// scope's `app_data` first, then the app's.
     pub fn config(mut self, config: Idempotency) -> Self {
         self.config = Some(config);
         self

@@ -277,3 +277,20 @@ async fn nested_middlewares_protect_a_request_once() {
         "the outer middleware's `wait` applies; the inner one stepped aside"
     );
 }
+
+#[actix_web::test]
+async fn a_middleware_wrapping_a_scope_reads_the_scopes_configuration() {
+    let scoped = Idempotency::builder().replay_header("X-Scope-Replayed").build();
+    let server = serve(move |cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::scope("/v1")
+                .app_data(scoped.clone())
+                .wrap(IdempotentMiddleware::new())
+                .route("/orders", web::post().to(create)),
+        );
+    });
+    let key = new_key();
+    send_keyed(server.post("/v1/orders"), &key, &json!({})).await;
+    let retry = send_keyed(server.post("/v1/orders"), &key, &json!({})).await;
+    assert_eq!(retry.header("x-scope-replayed"), Some("true"));
+}
