@@ -10,9 +10,9 @@
 //! 2. sends the request again after a transport error (no connection, a timeout, or a connection
 //!    that dropped before the answer arrived: the server may have run the request, which is
 //!    exactly what the key makes safe to retry), 408, 429, any 5xx, and a 409 that says a request
-//!    with this key is still running: an `application/problem+json` answer whose `code` is
-//!    `idempotency_in_flight` (an app that replaces the server's error envelope must keep that
-//!    code, or its in-flight 409s are final);
+//!    with this key is still running: one that carries `Retry-After` (the server adds it to every
+//!    in-flight answer, also one an app's error hook renders in its own envelope), or an
+//!    `application/problem+json` answer whose `code` is `idempotency_in_flight`;
 //! 3. never retries any other 4xx, including the 409 `idempotency_conflict` (the key was first
 //!    used with a different request: sending it again cannot succeed);
 //! 4. waits between attempts with exponential backoff and full jitter, at least as long as
@@ -372,6 +372,10 @@ async fn judge(result: reqwest_middleware::Result<Response>) -> Verdict {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     if matches!(status, StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS) || status.is_server_error() {
+        return Verdict::Retry(Ok(response), retry_after);
+    }
+    // The in-flight 409 asks the client to come back; a conflict never carries `Retry-After`.
+    if status == StatusCode::CONFLICT && retry_after.is_some() {
         return Verdict::Retry(Ok(response), retry_after);
     }
     if status == StatusCode::CONFLICT && is_problem(response.headers()) {

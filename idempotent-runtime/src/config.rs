@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actix_web::http::header::HeaderName;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use tokio_util::task::TaskTracker;
@@ -183,9 +183,13 @@ impl Idempotency {
             other => other.default_status(),
         };
         match &self.inner.error_responder {
-            Some(responder) => responder(error, status, req),
+            Some(responder) => with_retry_after(responder(error, status, req), error),
             None => error.problem_response(status),
         }
+    }
+
+    pub(crate) fn has_error_hook(&self) -> bool {
+        self.inner.error_responder.is_some()
     }
 
     pub(crate) fn in_flight(&self) -> IdempotencyError {
@@ -205,6 +209,18 @@ impl Idempotency {
             retry_after: self.inner.retry_after,
         }
     }
+}
+
+/// Adds the `Retry-After` an answer calls for when an app's error hook left it out: clients
+/// (and the `client` helper) rely on it to come back after an in-flight or store-down answer.
+fn with_retry_after(mut response: HttpResponse, error: &IdempotencyError) -> HttpResponse {
+    if let Some(after) = error.retry_after() {
+        if !response.headers().contains_key(header::RETRY_AFTER) {
+            let seconds = HeaderValue::from(after.as_secs().max(1));
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+    }
+    response
 }
 
 /// Builds an [`Idempotency`]. Every setting has a default.
@@ -307,7 +323,8 @@ impl IdempotencyBuilder {
 
     /// Replaces the RFC 9457 problem body with the app's own error envelope. The hook gets
     /// the error (its [`code`](IdempotencyError::code) is stable), the status the engine would
-    /// use, and the request.
+    /// use, and the request. When the answer calls for a `Retry-After` (in flight, accepted,
+    /// store unavailable) and the hook's response has none, the engine adds it.
     pub fn error_response<F>(mut self, responder: F) -> Self
     where
         F: Fn(&IdempotencyError, StatusCode, &HttpRequest) -> HttpResponse + Send + Sync + 'static,

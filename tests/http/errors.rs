@@ -108,3 +108,33 @@ async fn a_default_problem_body_carries_type_title_status_detail_and_code() {
     );
     assert_eq!(server.runs(), 0);
 }
+
+#[post("/slow")]
+#[idempotent(in_flight = "reject")]
+async fn slow_order(runs: web::Data<Runs>) -> HttpResponse {
+    let run = runs.hit();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    HttpResponse::Created().json(json!({ "run": run }))
+}
+
+#[actix_web::test]
+async fn an_in_flight_answer_from_the_error_hook_still_carries_retry_after() {
+    let config = Idempotency::builder()
+        .retry_after(std::time::Duration::from_secs(2))
+        .error_response(|err, status, _| HttpResponse::build(status).json(json!({ "error": err.code() })))
+        .build();
+    let server = serve_with(config, |cfg| {
+        cfg.service(slow_order);
+    });
+    let key = new_key();
+    let keyed = || server.post("/slow").insert_header(("Idempotency-Key", key.clone()));
+    let first = actix_web::rt::spawn(send(keyed(), ""));
+    server.wait_for_runs(1).await;
+    let duplicate = send(keyed(), "").await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    assert_eq!(duplicate.json()["error"], "idempotency_in_flight");
+    assert_eq!(duplicate.header("retry-after"), Some("2"), "added by the engine");
+    let another_key = send(server.post("/slow").insert_header(("Idempotency-Key", new_key())), "").await;
+    assert_eq!(another_key.status, StatusCode::CREATED, "other keys are not held up");
+    first.await.expect("the first request");
+}
