@@ -163,6 +163,43 @@ fn through_engine(count: u64) -> String {
     })
 }
 
+/// What moka alone keeps per entry, configured as the memory store configures it (byte weigher,
+/// LRU, per-entry expiry, eviction listener), holding a `u64` key and an empty value: the floor
+/// under any record the memory store keeps, whatever the record's own layout.
+fn moka_floor(count: u64) -> String {
+    use moka::notification::RemovalCause;
+    use moka::policy::EvictionPolicy;
+
+    struct Forever;
+    impl moka::Expiry<u64, ()> for Forever {
+        fn expire_after_create(&self, _: &u64, _: &(), _: std::time::Instant) -> Option<Duration> {
+            Some(Duration::from_secs(24 * 60 * 60))
+        }
+    }
+    let evicted = std::sync::atomic::AtomicU64::new(0);
+    let cache: moka::sync::Cache<u64, ()> = moka::sync::Cache::builder()
+        .max_capacity(u64::MAX / 4)
+        .weigher(|_: &u64, _: &()| 1)
+        .eviction_policy(EvictionPolicy::lru())
+        .expire_after(Forever)
+        .eviction_listener(move |_, _, cause| {
+            if cause == RemovalCause::Size {
+                evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .build();
+    cache.insert(u64::MAX, ());
+    cache.run_pending_tasks();
+    let before = rss_bytes();
+    for n in 0..count {
+        cache.insert(n, ());
+    }
+    cache.run_pending_tasks();
+    assert_eq!(cache.entry_count(), count + 1);
+    let per_entry = rss_bytes().saturating_sub(before) as f64 / count as f64;
+    format!("| moka alone (`u64` key, empty value) | — | {count} | {per_entry:.0} B | | floor |")
+}
+
 fn verdict(held: bool) -> &'static str {
     if held {
         "holds"
@@ -176,6 +213,7 @@ fn measure(what: &str, arg: u64) -> String {
         "per-record" => per_record(arg as usize),
         "bounded" => bounded(arg as usize),
         "engine" => through_engine(arg),
+        "moka-floor" => moka_floor(arg),
         other => panic!("unknown measurement {other}"),
     }
 }
@@ -206,6 +244,7 @@ fn main() {
         run("per-record", body_len);
     }
     run("engine", 50_000);
+    run("moka-floor", 200_000);
     println!("\nA store of 64 MiB fed four times its capacity (targets: bodies at least 90% of it, RSS growth at most 64 MiB)\n");
     println!("| body | records held of stored | evicted live | bodies / capacity | peak RSS growth |");
     println!("|---|---|---|---|---|");

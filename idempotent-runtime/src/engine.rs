@@ -70,7 +70,9 @@ where
         return run(req, payload).await;
     }
     let config = Idempotency::for_request(&req).clone();
-    protect(config, route, req, payload, run).await
+    // Boxed, so the future of every request to the handler (keyed or not) stays the size of
+    // the handler's own: actix allocates it per request.
+    Box::pin(protect(config, route, req, payload, run)).await
 }
 
 /// Runs one write request through the engine with `route`'s options: the annotated handler's,
@@ -486,8 +488,13 @@ impl<R: Deref<Target = Route>> Leader<R> {
         Fut: Future<Output = HttpResponse>,
     {
         self.guard.running();
-        // Rendered before the request moves into the handler, which takes it down if it panics.
-        let failed = self.config.error_response(&IdempotencyError::HandlerFailed, &req);
+        // The app's hook needs the request, which moves into the handler (a middleware's inner
+        // service routes it, which it may only do as its sole owner) and goes down with it if it
+        // panics: with a hook, the answer to a panic is rendered now.
+        let on_panic = self
+            .config
+            .has_error_hook()
+            .then(|| self.config.error_response(&IdempotencyError::HandlerFailed, &req));
         let handler = AssertUnwindSafe(run(req, dev::Payload::from(self.keyed.body.clone()))).catch_unwind();
         let Ok(response) = self.with_lease(token, handler).await else {
             tracing::error!(
@@ -496,7 +503,9 @@ impl<R: Deref<Target = Route>> Leader<R> {
             );
             self.release(token).await;
             self.guard.publish(Shared::Failed(IdempotencyError::HandlerFailed));
-            return Answer::new(failed, Outcome::Released);
+            let error = IdempotencyError::HandlerFailed;
+            let response = on_panic.unwrap_or_else(|| error.problem_response(error.default_status()));
+            return Answer::new(response, Outcome::Released);
         };
         let inner = &self.config.inner;
         let executed = response.extensions().get::<NotExecuted>().is_none();

@@ -44,7 +44,7 @@ pub trait ExpiringStore: Store {
 ///
 /// Every completed record this process stores or reads is kept locally until the remote
 /// record's expiry (measured conservatively: from before the call that reported it), within a
-/// capacity in bytes (headers + body + about 256 bytes per record; least recently used first
+/// capacity in bytes (headers + body + 768 bytes per record; least recently used first
 /// out). A replay of a cached key answers from [`Store::cached`] with no I/O; every other call
 /// goes to the remote store. Claims, leases and fencing are the remote store's alone, so the
 /// cache never weakens them.

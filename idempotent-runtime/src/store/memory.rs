@@ -58,8 +58,9 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity_bytes` of records (headers, bodies and a fixed
-    /// per-record cost of about 256 bytes).
+    /// A store holding at most `capacity_bytes` of records: key, headers, body and a fixed
+    /// per-record cost of 768 bytes, what the cache really keeps per record, so the capacity
+    /// bounds resident memory (a 64 MiB store grows the process by 64–65 MiB when full).
     pub fn with_capacity(capacity_bytes: u64) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -114,7 +115,7 @@ impl Store for MemoryStore {
                 fingerprint: held.get().fingerprint,
             },
             entry => {
-                if let Some(record) = self.completed(key) {
+                if let Some(record) = self.inner.completed.get_if_present(key) {
                     return Ok(Claim::Completed(record));
                 }
                 let token = FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
