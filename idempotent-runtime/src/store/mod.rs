@@ -43,8 +43,29 @@ use crate::record::{DecodeError, Record};
 
 /// The identity of a record: namespace, scope and key (and, for `on_mismatch = "execute"`, the
 /// fingerprint), encoded injectively into one string.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RecordKey(Arc<str>);
+///
+/// Hashed once, when built: the in-process maps a request goes through (record cache, claims,
+/// flights) hash it several times, and each then hashes one `u64`. The hash is keyed per
+/// process, so a client cannot aim keys at one bucket.
+#[derive(Clone)]
+pub struct RecordKey {
+    id: Arc<str>,
+    hash: u64,
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for RecordKey {}
+
+impl std::hash::Hash for RecordKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 impl RecordKey {
     /// Builds the identity. `tenant` is `None` for global scope; `variant` is the fingerprint
@@ -65,12 +86,18 @@ impl RecordKey {
             id.push('#');
             id.push_str(&fingerprint.to_hex());
         }
-        Self(id.into())
+        Self::from_id(id.into())
+    }
+
+    fn from_id(id: Arc<str>) -> Self {
+        static KEYED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+        let hash = std::hash::BuildHasher::hash_one(KEYED.get_or_init(Default::default), &*id);
+        Self { id, hash }
     }
 
     /// The encoded identity; stores use it as (part of) their key.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
     }
 }
 
@@ -79,7 +106,7 @@ impl std::fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.0.hash(&mut hasher);
+        self.id.hash(&mut hasher);
         write!(f, "RecordKey({:016x})", hasher.finish())
     }
 }
