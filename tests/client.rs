@@ -4,8 +4,7 @@
 //! caps, keys on the wire).
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -19,6 +18,8 @@ mod orders;
 #[path = "support/proxy.rs"]
 mod proxy;
 // The HTTP suite's server helpers; this binary uses some of them.
+#[path = "support/logs.rs"]
+mod logs;
 #[allow(dead_code)]
 #[path = "http/support.rs"]
 mod support;
@@ -516,39 +517,9 @@ async fn a_streamed_body_gets_a_key_and_is_sent_once() {
 // ---------------------------------------------------------------------------------------------
 // Logs
 
-/// Every event of this test binary at every level, `log` records of reqwest and hyper included.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        use tracing_subscriber::util::SubscriberInitExt;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .finish()
-            .try_init()
-            .expect("the only subscriber of this test binary");
-        logs
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn retries_are_logged_with_attempt_status_and_delay_but_never_the_key_or_body() {
-    let logs = captured_logs();
+    logs::capture();
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let (key, body) = (format!("secret-key-{secret}"), format!("secret-body-{secret}"));
     let script = Script::new([Answer::status(503)], Answer::status(200));
@@ -567,7 +538,7 @@ async fn retries_are_logged_with_attempt_status_and_delay_but_never_the_key_or_b
         assert_eq!(response.retry_outcome().unwrap().attempts(), 2);
     }
 
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logs = logs::text();
     assert!(logs.contains("retrying with the same idempotency key"), "{logs}");
     assert!(logs.contains("status=503"), "{logs}");
     assert!(logs.contains("connection closed before message completed"), "{logs}");

@@ -4,7 +4,6 @@
 //! One binary of its own: it installs a process-wide metrics recorder and tracing subscriber.
 //! Each test uses routes of its own, so parallel tests never read each other's counters.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use idempotent_actix::{
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::json;
 
-#[allow(dead_code)]
+#[path = "support/logs.rs"]
+mod logs;
 #[path = "http/support.rs"]
 mod support;
 
@@ -81,39 +81,9 @@ fn durations(route: &str, outcome: &str) -> u64 {
     )
 }
 
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        use tracing_subscriber::util::SubscriberInitExt;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .finish()
-            .try_init()
-            .expect("the only subscriber of this test binary");
-        logs
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn log_lines(route: &str) -> Vec<String> {
     let needle = format!("route=\"{route}\"");
-    String::from_utf8_lossy(&logs().lock().unwrap())
+    logs::text()
         .lines()
         .filter(|line| line.contains(&needle))
         .map(str::to_owned)
@@ -122,7 +92,7 @@ fn log_lines(route: &str) -> Vec<String> {
 
 fn install() {
     snapshotter();
-    logs();
+    logs::capture();
 }
 
 #[post("/observed/executed")]

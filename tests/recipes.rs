@@ -2,8 +2,7 @@
 //! HTTP against the behaviour of the API document it follows. The recipes that need the
 //! `client` feature are tested in `tests/recipes_client.rs`.
 
-#[path = "recipes/support.rs"]
-#[allow(dead_code)] // `base` is for the client tests in recipes_client.rs
+#[path = "http/support.rs"]
 mod support;
 
 #[allow(dead_code)]
@@ -24,7 +23,7 @@ mod lasso {
     use actix_web::web;
     use serde_json::{json, Value};
 
-    use crate::support::{new_key, send, send_json, serve, Reply, TestServer};
+    use crate::support::{new_key, send, send_json, serve_unconfigured as serve, Reply, TestServer};
     use crate::tenant_scoped_api::{configure, idempotency, State};
 
     fn start() -> (TestServer, web::Data<State>) {
@@ -174,7 +173,7 @@ mod alterscope {
     use serde_json::json;
 
     use crate::required_header::{configure, idempotency, Usage};
-    use crate::support::{new_key, send, send_json, serve, wait_until, Reply, TestServer};
+    use crate::support::{new_key, send, send_json, serve_unconfigured as serve, wait_until, Reply, TestServer};
 
     fn start() -> (TestServer, web::Data<Usage>) {
         let usage = web::Data::new(Usage::default());
@@ -343,7 +342,7 @@ mod attestix {
     use serde_json::json;
 
     use crate::middleware_all_posts::{configure, idempotency, State};
-    use crate::support::{new_key, send, send_concurrently, send_json, serve, Reply, TestServer};
+    use crate::support::{new_key, send, send_concurrently, send_json, serve_unconfigured as serve, Reply, TestServer};
 
     fn start() -> (TestServer, web::Data<State>) {
         let state = web::Data::new(State::default());

@@ -2,8 +2,7 @@
 //! own file, its server exercised through real HTTP, and its client half (the project's reqwest
 //! helper) run against it.
 
-#[allow(dead_code)]
-#[path = "recipes/support.rs"]
+#[path = "http/support.rs"]
 mod support;
 
 #[allow(dead_code)]
@@ -72,7 +71,7 @@ mod atlas {
     use crate::sdk_create_operations::{
         configure, create_deployment, idempotency, sdk_client, ControlPlane, DeploymentCreate,
     };
-    use crate::support::{new_key, send_concurrently, send_json, serve, TestServer};
+    use crate::support::{new_key, send_concurrently, send_json, serve_unconfigured as serve, TestServer};
 
     fn routes(control_plane: &web::Data<ControlPlane>) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
         let (control_plane, idempotency) = (control_plane.clone(), idempotency());
@@ -220,7 +219,9 @@ mod pacspace {
         agent_client, configure, emit, idempotency_key, Delta, Environment, Environments, Ledger,
     };
     use crate::lost_answers::losing_first;
-    use crate::support::{new_key, send, send_concurrently, send_json, serve, wait_until, Reply, TestServer};
+    use crate::support::{
+        new_key, send, send_concurrently, send_json, serve_unconfigured as serve, wait_until, Reply, TestServer,
+    };
 
     fn routes(
         ledger: &web::Data<Ledger>,
@@ -497,7 +498,7 @@ mod alterscope_client {
     use serde_json::json;
 
     use crate::required_header::{configure, idempotency, Usage};
-    use crate::support::{new_key, send, serve, wait_until};
+    use crate::support::{new_key, send, serve_unconfigured as serve, wait_until};
 
     /// The app's own error envelope (`{"error", "code"}` as `application/json`, through
     /// `Idempotency::error_response`) hides the problem body's `code`; the in-flight 409 still

@@ -16,8 +16,7 @@
 //! `max_response_bytes` (a tombstone, `tests/http/limits.rs`), a single `Set-Cookie`
 //! (`tests/http/replay.rs`).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -31,6 +30,8 @@ use serde_json::{json, Value};
 #[path = "support/services.rs"]
 mod services;
 // The HTTP suite's server and client helpers; this binary uses some of them.
+#[path = "support/logs.rs"]
+mod logs;
 #[allow(dead_code)]
 #[path = "http/support.rs"]
 mod support;
@@ -311,42 +312,6 @@ async fn a_record_of_another_request_returned_by_the_store_is_never_replayed() {
 // ---------------------------------------------------------------------------------------------
 // Keys and bodies never logged in clear
 
-/// Every event of this test binary, formatted as an operator's log would show it: the
-/// library's `tracing` events and, through `tracing-log`, the `log` records of its
-/// dependencies (actix-web, redis, tokio-postgres), at every level down to TRACE.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        use tracing_subscriber::util::SubscriberInitExt;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .finish()
-            .try_init()
-            .expect("the only subscriber of this test binary");
-        logs
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs_text() -> String {
-    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
-}
-
 /// Secrets recognisable in the logs: a key, a request body and a response body.
 struct Secrets {
     key: String,
@@ -485,14 +450,15 @@ async fn send_secret(server: &TestServer, path: &str, key: &str, secrets: &Secre
 /// captured at TRACE, and neither the key, the request body nor the response body appears.
 #[actix_web::test]
 async fn keys_and_bodies_never_appear_in_any_log_event_even_at_trace() {
-    captured_logs();
+    logs::capture();
     let secrets = Secrets::new();
     let other_body = format!("{}-other", secrets.body);
 
     // Replay, conflict, tombstone, panic; evictions from a store of 4 KiB.
+    let small_store = MemoryStore::with_capacity(4 * 1024);
     let memory = serve_with(
         Idempotency::builder()
-            .store(MemoryStore::with_capacity(4 * 1024))
+            .store(small_store.clone())
             .max_response_bytes(1024)
             .build(),
         secret_routes,
@@ -512,6 +478,8 @@ async fn keys_and_bodies_never_appear_in_any_log_event_even_at_trace() {
     for n in 3..40 {
         send_secret(&memory, "/secrets", &secrets.key(n), &secrets, &secrets.body).await;
     }
+    // moka evicts (and logs) during its maintenance, which this runs now.
+    assert!(small_store.evicted_live_records() > 0, "a 4 KiB store evicted");
 
     // A store that is down, fails open, hangs past its timeout, loses the lease, or refuses a
     // completion because another execution took the key over.
@@ -581,7 +549,7 @@ async fn keys_and_bodies_never_appear_in_any_log_event_even_at_trace() {
     let reply = send_secret(&server, "/secrets", &secrets.key(100), &secrets, &secrets.body).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
 
-    let logs = logs_text();
+    let logs = logs::text();
     for event in [
         "response too large or too slow to store",
         "handler panicked",
@@ -606,7 +574,7 @@ async fn postgres_rows_and_statement_logs_never_hold_the_key_in_clear() {
     if !services::server_up("PostgreSQL", services::POSTGRES_ADDR) {
         return;
     }
-    captured_logs();
+    logs::capture();
     let secrets = Secrets::new();
     let store = idempotent_actix::PostgresStore::new(&services::postgres_url(services::POSTGRES_ADDR)).expect("URL");
     store.migrate().await.expect("migration");
@@ -636,7 +604,7 @@ async fn postgres_rows_and_statement_logs_never_hold_the_key_in_clear() {
     ));
     assert_eq!(leaked.trim(), "0", "no row id holds the key");
 
-    let logs = logs_text();
+    let logs = logs::text();
     assert!(
         logs.contains("executing statement"),
         "tokio-postgres' DEBUG statement log was captured"

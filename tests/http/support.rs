@@ -1,5 +1,7 @@
 //! A real server on 127.0.0.1:0 in a thread of its own, a real HTTP client, and a counter of
 //! handler executions.
+// Shared with tests/observe.rs and the recipe tests: each binary uses the part it needs.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ impl Runs {
 /// A running server; stopped when dropped.
 pub struct TestServer {
     addr: SocketAddr,
+    base: String,
     handle: ServerHandle,
     runs: web::Data<Runs>,
 }
@@ -102,12 +105,22 @@ where
         })
     });
     let (addr, handle) = addr.recv_timeout(EXCHANGE_TIMEOUT).expect("server started");
-    TestServer { addr, handle, runs }
+    TestServer {
+        addr,
+        base: format!("http://{addr}"),
+        handle,
+        runs,
+    }
 }
 
 impl TestServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -229,6 +242,36 @@ pub async fn send_keyed(req: awc::ClientRequest, key: &str, body: &serde_json::V
         .insert_header(("Idempotency-Key", key))
         .content_type("application/json");
     send(req, body.to_string()).await
+}
+
+/// Sends `req` with a JSON `body` and reads the whole response.
+pub async fn send_json(req: awc::ClientRequest, body: &serde_json::Value) -> Reply {
+    send(req.content_type("application/json"), body.to_string()).await
+}
+
+/// Sends `count` copies of a request at once, each on its own connection and task.
+pub async fn send_concurrently(count: usize, request: impl Fn() -> (awc::ClientRequest, String)) -> Vec<Reply> {
+    let tasks: Vec<_> = (0..count)
+        .map(|_| {
+            let (req, body) = request();
+            actix_web::rt::spawn(send(req, body))
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(count);
+    for task in tasks {
+        replies.push(task.await.expect("a client task"));
+    }
+    replies
+}
+
+/// Waits until `done` holds (a handler started, or finished in the background).
+pub async fn wait_until(done: impl Fn() -> bool) {
+    bounded(async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }
 
 /// Fails the test instead of hanging when `future` does not finish in time.
