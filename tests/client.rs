@@ -20,7 +20,6 @@ mod proxy;
 // The HTTP suite's server helpers; this binary uses some of them.
 #[path = "support/logs.rs"]
 mod logs;
-#[allow(dead_code)]
 #[path = "http/support.rs"]
 mod support;
 

@@ -32,7 +32,6 @@ mod services;
 // The HTTP suite's server and client helpers; this binary uses some of them.
 #[path = "support/logs.rs"]
 mod logs;
-#[allow(dead_code)]
 #[path = "http/support.rs"]
 mod support;
 
