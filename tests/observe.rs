@@ -328,3 +328,34 @@ async fn the_middleware_reports_under_its_name() {
     assert_eq!(requests("observed_api", "replayed"), 1);
     assert_eq!(server.runs(), 1);
 }
+
+#[post("/annotated")]
+#[idempotent(cache = "all")]
+async fn annotated_behind_middleware(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().finish()
+}
+
+#[actix_web::test]
+async fn an_annotated_handler_whose_request_the_middleware_took_is_reported_once() {
+    install();
+    let server = serve(|cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::scope("/wrapped")
+                .wrap(idempotent_actix::IdempotentMiddleware::new().name("wrapping_api"))
+                .service(annotated_behind_middleware),
+        );
+    });
+    for _ in 0..3 {
+        send_keyed(server.post("/wrapped/annotated"), &new_key(), &json!({})).await;
+    }
+    assert_eq!(server.runs(), 3);
+    let reports: Vec<String> = logs::text()
+        .lines()
+        .filter(|line| line.contains("handler=\"annotated_behind_middleware\""))
+        .filter(|line| line.contains("its middleware already protects"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(reports.len(), 1, "once per handler: {reports:#?}");
+    assert!(reports[0].contains("WARN") && reports[0].contains("middleware=\"wrapping_api\""));
+}

@@ -66,7 +66,11 @@ where
     Fut: Future<Output = HttpResponse> + 'static,
 {
     let payload = payload.into_inner();
-    if is_read_only(req.method()) || !may_carry_key(route, &req) || protected_upstream(&req) {
+    if is_read_only(req.method()) || !may_carry_key(route, &req) {
+        return run(req, payload).await;
+    }
+    if let Some(middleware) = protected_by(&req) {
+        route.report_taken_by(middleware);
         return run(req, payload).await;
     }
     let config = Idempotency::for_request(&req).clone();
@@ -96,7 +100,7 @@ where
         Ok(Prepared::Keyed(keyed)) => {
             // Whatever runs `run` (an annotated handler inside a scope wrapped by the
             // middleware) must not protect this request a second time.
-            req.extensions_mut().insert(ProtectedUpstream);
+            req.extensions_mut().insert(ProtectedUpstream(name));
             execute_once(config, route, req, keyed, run)
                 .instrument(span.clone())
                 .await
@@ -108,12 +112,17 @@ where
     answer.response
 }
 
-/// Set on a request the engine has taken: an annotated handler reached through the middleware
-/// runs its body directly instead of claiming the key again.
-struct ProtectedUpstream;
+/// Set on a request the engine has taken, with the name of the route that took it: an
+/// annotated handler reached through the middleware runs its body directly instead of claiming
+/// the key again.
+struct ProtectedUpstream(&'static str);
 
 pub(crate) fn protected_upstream(req: &HttpRequest) -> bool {
     req.extensions().contains::<ProtectedUpstream>()
+}
+
+fn protected_by(req: &HttpRequest) -> Option<&'static str> {
+    req.extensions().get::<ProtectedUpstream>().map(|upstream| upstream.0)
 }
 
 /// The engine's answer to a keyed request, and what it did to produce it.

@@ -38,7 +38,8 @@
 //! path excluded with [`except`](IdempotentMiddleware::except). actix-web routes a request
 //! only after its middleware ran, so the middleware cannot see which handler a request will
 //! reach; excluding the path is how an annotated route with the *same* header keeps its own
-//! options.
+//! options. So that such an overlap does not go unnoticed, the first request of this kind to
+//! each annotated handler logs a `WARN` event naming the handler and the middleware.
 //!
 //! Responses of the inner service are stored under the cache policy like a handler's; an
 //! error the inner service returns (for example an extractor's 400) is a response like any

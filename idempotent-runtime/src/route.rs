@@ -1,5 +1,6 @@
 //! What one annotated handler asked for: the validated arguments of `#[idempotent(...)]`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -114,6 +115,7 @@ impl RouteOptions {
 pub struct Route {
     options: RouteOptions,
     header: OnceLock<HeaderName>,
+    taken_by_middleware: AtomicBool,
 }
 
 impl Route {
@@ -122,6 +124,7 @@ impl Route {
         Self {
             options,
             header: OnceLock::new(),
+            taken_by_middleware: AtomicBool::new(false),
         }
     }
 
@@ -135,5 +138,19 @@ impl Route {
         self.header.get_or_init(|| {
             HeaderName::from_bytes(self.options.header.as_bytes()).expect("the attribute validates header names")
         })
+    }
+
+    /// Warns, once per handler, that a middleware protected a request this annotated handler
+    /// would have protected itself: the middleware's options applied, not the attribute's.
+    pub(crate) fn report_taken_by(&self, middleware: &'static str) {
+        if !self.taken_by_middleware.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                handler = self.options.handler,
+                middleware,
+                "an #[idempotent] handler was reached by a request its middleware already protects: the \
+                 middleware's options applied, not the attribute's (give the handler's path to \
+                 IdempotentMiddleware::except to let its attribute govern it)"
+            );
+        }
     }
 }
