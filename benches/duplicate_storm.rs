@@ -1,7 +1,8 @@
 //! A duplicate storm over real HTTP: 1,000 connections send the same keyed request at once to
 //! an annotated handler that takes 300 ms, on a two-worker server.
 //!
-//! `cargo bench --bench duplicate_storm` (env `STORM_ROUNDS`, default 3).
+//! `cargo bench --bench duplicate_storm` (env `STORM_ROUNDS`, default 3; `STORM_HTTP=0` runs only
+//! the in-process storms).
 //!
 //! Checks that the handler ran once per storm and every other request got the replay, then
 //! prints how long after the handler returned ("the first result") the duplicates were
@@ -239,14 +240,18 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
-    let addr = serve();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // STORM_HTTP=0 runs only the in-process storms (for profiling them).
+    let over_http = std::env::var("STORM_HTTP").map_or(true, |v| v != "0");
     let mut once = true;
-    for round in 1..=rounds {
-        once &= runtime.block_on(one_storm(addr, round));
+    if over_http {
+        let addr = serve();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 1..=rounds {
+            once &= runtime.block_on(one_storm(addr, round));
+        }
     }
     let system = System::new();
     let mut in_time = true;
