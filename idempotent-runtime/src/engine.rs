@@ -76,17 +76,19 @@ where
     let config = Idempotency::for_request(&req).clone();
     // Boxed, so the future of every request to the handler (keyed or not) stays the size of
     // the handler's own: actix allocates it per request.
-    Box::pin(protect(config, route, req, payload, run)).await
+    Box::pin(protect(config, route, req, payload, run, false)).await
 }
 
 /// Runs one write request through the engine with `route`'s options: the annotated handler's,
-/// or the middleware's. `run` is the handler (or the rest of the service chain).
+/// or the middleware's. `run` is the handler, or (`upstream`, for the middleware) the rest of
+/// the service chain, whose annotated handlers must then leave a keyed request alone.
 pub(crate) async fn protect<R, F, Fut>(
     config: Idempotency,
     route: R,
     req: HttpRequest,
     payload: dev::Payload,
     run: F,
+    upstream: bool,
 ) -> HttpResponse
 where
     R: Deref<Target = Route> + 'static,
@@ -98,9 +100,9 @@ where
     let span = observe::span(name);
     let answer = match prepare(&route, &config, &req, payload).instrument(span.clone()).await {
         Ok(Prepared::Keyed(keyed)) => {
-            // Whatever runs `run` (an annotated handler inside a scope wrapped by the
-            // middleware) must not protect this request a second time.
-            req.extensions_mut().insert(ProtectedUpstream(name));
+            if upstream {
+                req.extensions_mut().insert(ProtectedUpstream(name));
+            }
             execute_once(config, route, req, keyed, run)
                 .instrument(span.clone())
                 .await
@@ -117,11 +119,7 @@ where
 /// the key again.
 struct ProtectedUpstream(&'static str);
 
-pub(crate) fn protected_upstream(req: &HttpRequest) -> bool {
-    req.extensions().contains::<ProtectedUpstream>()
-}
-
-fn protected_by(req: &HttpRequest) -> Option<&'static str> {
+pub(crate) fn protected_by(req: &HttpRequest) -> Option<&'static str> {
     req.extensions().get::<ProtectedUpstream>().map(|upstream| upstream.0)
 }
 

@@ -249,7 +249,7 @@ impl Shared {
         self.methods.contains(req.method())
             && !self.excepts(req.path())
             && engine::may_carry_key(&self.route, req.request())
-            && !engine::protected_upstream(req.request())
+            && engine::protected_by(req.request()).is_none()
     }
 
     fn excepts(&self, path: &str) -> bool {
@@ -321,7 +321,7 @@ where
         };
         let route = SharedRoute(Rc::clone(&self.shared));
         Box::pin(async move {
-            let response = engine::protect(config, route, request, payload, run).await;
+            let response = engine::protect(config, route, request, payload, run, true).await;
             let kept = kept.borrow_mut().take();
             match kept {
                 Some(request) => Ok(ServiceResponse::new(request, response).map_into_right_body()),
