@@ -23,16 +23,12 @@ mod lasso {
     use actix_web::web;
     use serde_json::{json, Value};
 
-    use crate::support::{new_key, send, send_json, serve_unconfigured as serve, Reply, TestServer};
+    use crate::support::{new_key, send, send_json, serve_recipe, Reply, TestServer};
     use crate::tenant_scoped_api::{configure, idempotency, State};
 
     fn start() -> (TestServer, web::Data<State>) {
         let state = web::Data::new(State::default());
-        let (app_state, idempotency) = (state.clone(), idempotency());
-        let server = serve(move |cfg| {
-            cfg.app_data(app_state.clone()).app_data(idempotency.clone());
-            configure(cfg);
-        });
+        let server = serve_recipe(state.clone(), idempotency(), configure);
         (server, state)
     }
 
@@ -173,15 +169,11 @@ mod alterscope {
     use serde_json::json;
 
     use crate::required_header::{configure, idempotency, Usage};
-    use crate::support::{new_key, send, send_json, serve_unconfigured as serve, wait_until, Reply, TestServer};
+    use crate::support::{new_key, send, send_json, serve_recipe, wait_until, Reply, TestServer};
 
     fn start() -> (TestServer, web::Data<Usage>) {
         let usage = web::Data::new(Usage::default());
-        let (app_usage, idempotency) = (usage.clone(), idempotency());
-        let server = serve(move |cfg| {
-            cfg.app_data(app_usage.clone()).app_data(idempotency.clone());
-            configure(cfg);
-        });
+        let server = serve_recipe(usage.clone(), idempotency(), configure);
         (server, usage)
     }
 
@@ -342,15 +334,11 @@ mod attestix {
     use serde_json::json;
 
     use crate::middleware_all_posts::{configure, idempotency, State};
-    use crate::support::{new_key, send, send_concurrently, send_json, serve_unconfigured as serve, Reply, TestServer};
+    use crate::support::{new_key, send, send_concurrently, send_json, serve_recipe, Reply, TestServer};
 
     fn start() -> (TestServer, web::Data<State>) {
         let state = web::Data::new(State::default());
-        let (app_state, idempotency) = (state.clone(), idempotency());
-        let server = serve(move |cfg| {
-            cfg.app_data(app_state.clone()).app_data(idempotency.clone());
-            configure(cfg);
-        });
+        let server = serve_recipe(state.clone(), idempotency(), configure);
         (server, state)
     }
 

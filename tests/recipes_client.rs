@@ -498,7 +498,7 @@ mod alterscope_client {
     use serde_json::json;
 
     use crate::required_header::{configure, idempotency, Usage};
-    use crate::support::{new_key, send, serve_unconfigured as serve, wait_until};
+    use crate::support::{new_key, send, serve_recipe, wait_until};
 
     /// The app's own error envelope (`{"error", "code"}` as `application/json`, through
     /// `Idempotency::error_response`) hides the problem body's `code`; the in-flight 409 still
@@ -506,11 +506,7 @@ mod alterscope_client {
     #[actix_web::test]
     async fn the_client_retries_an_in_flight_409_rendered_by_the_apps_error_hook() {
         let usage = web::Data::new(Usage::default());
-        let (app_usage, idempotency) = (usage.clone(), idempotency());
-        let server = serve(move |cfg| {
-            cfg.app_data(app_usage.clone()).app_data(idempotency.clone());
-            configure(cfg);
-        });
+        let server = serve_recipe(usage.clone(), idempotency(), configure);
         let key = new_key();
         let body = json!({ "scenario": "eth-depeg" }).to_string();
         let slow = server

@@ -77,6 +77,22 @@ where
     start(None, configure)
 }
 
+/// A server built the way each recipe's `main` builds its app: `state` and `idempotency`
+/// registered as app data, then `configure`'s routes.
+pub fn serve_recipe<S>(
+    state: web::Data<S>,
+    idempotency: Idempotency,
+    configure: fn(&mut web::ServiceConfig),
+) -> TestServer
+where
+    S: Send + Sync + 'static,
+{
+    serve_unconfigured(move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(state.clone()).app_data(idempotency.clone());
+        configure(cfg);
+    })
+}
+
 fn start<F>(idempotency: Option<Idempotency>, configure: F) -> TestServer
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
