@@ -147,7 +147,7 @@ impl Answer {
     }
 }
 
-fn is_read_only(method: &Method) -> bool {
+pub(crate) fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 

@@ -221,7 +221,7 @@ where
         let methods = self
             .methods
             .iter()
-            .filter(|method| !matches!(**method, Method::GET | Method::HEAD | Method::OPTIONS))
+            .filter(|method| !engine::is_read_only(method))
             .cloned()
             .collect();
         ready(Ok(IdempotentService {
