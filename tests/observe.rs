@@ -4,21 +4,22 @@
 //! One binary of its own: it installs a process-wide metrics recorder and tracing subscriber.
 //! Each test uses routes of its own, so parallel tests never read each other's counters.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 use futures_util::future::join_all;
-use idempotent_actix::{
-    idempotent, Claim, FencingToken, Fingerprint, Idempotency, Lookup, MemoryStore, Record, RecordKey, Store,
-    StoreError,
-};
+use idempotent_actix::{idempotent, Idempotency, MemoryStore};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::json;
 
+#[path = "support/faulty_store.rs"]
+mod faulty_store;
 #[path = "support/logs.rs"]
 mod logs;
+
+use faulty_store::FaultyStore;
 #[path = "http/support.rs"]
 mod support;
 
@@ -226,37 +227,6 @@ async fn conflicts_refusals_and_released_keys_are_counted() {
     assert_eq!(server.runs(), 3);
 }
 
-/// A store that is down: every call fails as an unreachable server would.
-#[derive(Default)]
-struct DownStore;
-
-fn down() -> StoreError {
-    StoreError::unavailable(std::io::Error::other("connection refused"))
-}
-
-#[async_trait::async_trait]
-impl Store for DownStore {
-    async fn claim(&self, _: &RecordKey, _: Fingerprint, _: Duration) -> Result<Claim, StoreError> {
-        Err(down())
-    }
-
-    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<bool, StoreError> {
-        Err(down())
-    }
-
-    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Arc<Record>, _: Duration) -> Result<bool, StoreError> {
-        Err(down())
-    }
-
-    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<bool, StoreError> {
-        Err(down())
-    }
-
-    async fn lookup(&self, _: &RecordKey) -> Result<Lookup, StoreError> {
-        Err(down())
-    }
-}
-
 #[post("/observed/down")]
 #[idempotent]
 async fn observed_store_down(runs: web::Data<Runs>) -> HttpResponse {
@@ -268,9 +238,14 @@ async fn observed_store_down(runs: web::Data<Runs>) -> HttpResponse {
 async fn store_failures_are_counted_by_operation_and_as_an_outcome() {
     install();
     let before = counter("idempotency_store_errors_total", &[("operation", "claim")]);
-    let server = serve_with(Idempotency::builder().store(DownStore).build(), |cfg| {
-        cfg.service(observed_store_down);
-    });
+    let server = serve_with(
+        Idempotency::builder()
+            .store(FaultyStore::with(|faults| &faults.down))
+            .build(),
+        |cfg| {
+            cfg.service(observed_store_down);
+        },
+    );
     let reply = send_keyed(server.post("/observed/down"), &new_key(), &json!({})).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(requests("observed_store_down", "store_error"), 1);

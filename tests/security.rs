@@ -30,8 +30,12 @@ use serde_json::{json, Value};
 #[path = "support/services.rs"]
 mod services;
 // The HTTP suite's server and client helpers; this binary uses some of them.
+#[path = "support/faulty_store.rs"]
+mod faulty_store;
 #[path = "support/logs.rs"]
 mod logs;
+
+use faulty_store::FaultyStore;
 #[path = "http/support.rs"]
 mod support;
 
@@ -377,63 +381,6 @@ fn secret_routes(cfg: &mut web::ServiceConfig) {
         .service(panic_with_a_secret_request);
 }
 
-/// A memory store that fails on demand, the way a remote store's outage, hang or lost lease
-/// looks to the engine.
-#[derive(Default)]
-struct Unreliable {
-    inner: MemoryStore,
-    down: bool,
-    hangs: bool,
-    refuses_completion: bool,
-    refuses_renewal: bool,
-}
-
-impl Unreliable {
-    async fn check(&self) -> Result<(), StoreError> {
-        if self.hangs {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        }
-        match self.down {
-            true => Err(StoreError::unavailable(std::io::Error::other("connection refused"))),
-            false => Ok(()),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for Unreliable {
-    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        self.check().await?;
-        self.inner.claim(key, fingerprint, lease).await
-    }
-
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
-        self.check().await?;
-        Ok(!self.refuses_renewal && self.inner.renew(key, token, lease).await?)
-    }
-
-    async fn complete(
-        &self,
-        key: &RecordKey,
-        token: FencingToken,
-        record: Arc<Record>,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.check().await?;
-        Ok(!self.refuses_completion && self.inner.complete(key, token, record, ttl).await?)
-    }
-
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
-        self.check().await?;
-        self.inner.release(key, token).await
-    }
-
-    async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
-        self.check().await?;
-        self.inner.lookup(key).await
-    }
-}
-
 /// Sends the secret request (key, body, and the response the handler should give).
 async fn send_secret(server: &TestServer, path: &str, key: &str, secrets: &Secrets, body: &str) -> Reply {
     let req = server
@@ -482,7 +429,7 @@ async fn keys_and_bodies_never_appear_in_any_log_event_even_at_trace() {
 
     // A store that is down, fails open, hangs past its timeout, loses the lease, or refuses a
     // completion because another execution took the key over.
-    let unreliable = |store: Unreliable| {
+    let unreliable = |store: FaultyStore| {
         Idempotency::builder()
             .store(store)
             .store_timeout(Duration::from_millis(100))
@@ -490,48 +437,29 @@ async fn keys_and_bodies_never_appear_in_any_log_event_even_at_trace() {
     };
     let cases: [(Idempotency, &str, u16); 5] = [
         (
-            unreliable(Unreliable {
-                down: true,
-                ..Default::default()
-            })
-            .build(),
+            unreliable(FaultyStore::with(|faults| &faults.down)).build(),
             "/secrets",
             503,
         ),
         (
-            unreliable(Unreliable {
-                down: true,
-                ..Default::default()
-            })
-            .fail_open(true)
-            .build(),
+            unreliable(FaultyStore::with(|faults| &faults.down))
+                .fail_open(true)
+                .build(),
             "/secrets",
             201,
         ),
         (
-            unreliable(Unreliable {
-                hangs: true,
-                ..Default::default()
-            })
-            .build(),
+            unreliable(FaultyStore::with(|faults| &faults.hanging)).build(),
             "/secrets",
             503,
         ),
         (
-            unreliable(Unreliable {
-                refuses_renewal: true,
-                ..Default::default()
-            })
-            .build(),
+            unreliable(FaultyStore::with(|faults| &faults.refusing_renewals)).build(),
             "/secrets/slow",
             201,
         ),
         (
-            unreliable(Unreliable {
-                refuses_completion: true,
-                ..Default::default()
-            })
-            .build(),
+            unreliable(FaultyStore::with(|faults| &faults.refusing_completions)).build(),
             "/secrets",
             201,
         ),

@@ -1,6 +1,8 @@
 //! The runtime's behaviour through real HTTP: a server bound to 127.0.0.1:0 per test, a real
 //! client, and a count of handler executions.
 
+#[path = "../support/faulty_store.rs"]
+mod faulty_store;
 mod support;
 
 mod cancellation;

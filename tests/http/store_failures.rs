@@ -1,82 +1,14 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
-use idempotent_actix::{
-    Claim, FencingToken, Fingerprint, Idempotency, Lookup, MemoryStore, Record, RecordKey, Store, StoreError,
-};
+use idempotent_actix::{Idempotency, MemoryStore};
 use serde_json::json;
 
+use crate::faulty_store::FaultyStore;
 use crate::support::{new_key, send, serve_with, Runs};
-
-/// A memory store whose calls can be made to fail or hang.
-#[derive(Clone, Default)]
-struct FaultyStore {
-    inner: MemoryStore,
-    faults: Arc<Faults>,
-}
-
-#[derive(Default)]
-struct Faults {
-    down: AtomicBool,
-    hanging: AtomicBool,
-    failing_writes: AtomicBool,
-    failing_renewals: AtomicBool,
-}
-
-impl FaultyStore {
-    async fn check(&self) -> Result<(), StoreError> {
-        if self.faults.hanging.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
-        if self.faults.down.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other("connection refused")));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for FaultyStore {
-    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        self.check().await?;
-        self.inner.claim(key, fingerprint, lease).await
-    }
-
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
-        self.check().await?;
-        if self.faults.failing_renewals.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other("renewal lost")));
-        }
-        self.inner.renew(key, token, lease).await
-    }
-
-    async fn complete(
-        &self,
-        key: &RecordKey,
-        token: FencingToken,
-        record: Arc<Record>,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.check().await?;
-        if self.faults.failing_writes.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other("write failed")));
-        }
-        self.inner.complete(key, token, record, ttl).await
-    }
-
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
-        self.check().await?;
-        self.inner.release(key, token).await
-    }
-
-    async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
-        self.check().await?;
-        self.inner.lookup(key).await
-    }
-}
 
 #[post("/orders")]
 #[idempotent_actix::idempotent]
