@@ -211,6 +211,16 @@ impl Idempotency {
     }
 }
 
+/// Whether this thread is one of actix-server's workers: what is built here was built inside
+/// `HttpServer::new`'s factory, once per worker. Workers run on actix-rt arbiters (threads
+/// named `actix-rt|system:N|arbiter:M`) under an actix system, or on threads named
+/// `actix-server worker N` under a plain tokio runtime.
+pub(crate) fn on_server_worker() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("actix-server worker") || name.contains("|arbiter:"))
+}
+
 /// Adds the `Retry-After` an answer calls for when an app's error hook left it out: clients
 /// (and the `client` helper) rely on it to come back after an in-flight or store-down answer.
 fn with_retry_after(mut response: HttpResponse, error: &IdempotencyError) -> HttpResponse {
@@ -390,7 +400,23 @@ impl IdempotencyBuilder {
     }
 
     /// Finishes the configuration.
+    ///
+    /// Build it once, before `HttpServer::new`, and clone it into the app factory: the factory
+    /// runs once per worker. A configuration built inside the factory logs a `WARN` event
+    /// once; its default memory store is then shared by every worker (see [`MemoryStore`]),
+    /// so duplicates still run once, but each worker keeps its own counters and
+    /// [`Idempotency::drain`] sees only its own worker's handlers.
     pub fn build(self) -> Idempotency {
+        if on_server_worker() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "Idempotency was built inside HttpServer::new's factory, which runs once per worker: \
+                     build it once before HttpServer::new and clone it in (its default memory store is \
+                     shared by the workers, but drain() and stats() see one worker only)"
+                );
+            });
+        }
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         Idempotency {
             inner: Arc::new(Inner {

@@ -15,6 +15,7 @@ mod fingerprint;
 mod keys;
 mod limits;
 mod middleware;
+mod misuse;
 mod policies;
 mod reads;
 mod replay;

@@ -77,6 +77,15 @@ where
     start(None, configure)
 }
 
+/// A server of `workers` workers whose app registers no `Idempotency` of the test's: whatever
+/// `configure` builds, it builds inside the factory, once per worker.
+pub fn serve_unconfigured_on<F>(workers: usize, configure: F) -> TestServer
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    start_on(workers, None, configure)
+}
+
 /// A server built the way each recipe's `main` builds its app: `state` and `idempotency`
 /// registered as app data, then `configure`'s routes.
 pub fn serve_recipe<S>(
@@ -97,6 +106,13 @@ fn start<F>(idempotency: Option<Idempotency>, configure: F) -> TestServer
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    start_on(2, idempotency, configure)
+}
+
+fn start_on<F>(workers: usize, idempotency: Option<Idempotency>, configure: F) -> TestServer
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
     let runs = web::Data::new(Runs::default());
     let app_runs = runs.clone();
     let factory = move || {
@@ -110,7 +126,7 @@ where
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let server = HttpServer::new(factory)
-                .workers(2)
+                .workers(workers)
                 .disable_signals()
                 .bind(("127.0.0.1", 0))
                 .expect("bind 127.0.0.1:0");

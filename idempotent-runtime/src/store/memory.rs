@@ -27,6 +27,15 @@ const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 ///
 /// Clones share the same records.
 ///
+/// # Built once per process
+///
+/// Build the store (and the [`Idempotency`](crate::Idempotency) that uses it) once, before
+/// `HttpServer::new`, and clone it into the app factory: actix-web calls that factory once per
+/// worker, and a store private to one worker cannot see the duplicates another worker runs.
+/// So that this mistake never runs a handler twice, a memory store built *inside* the factory
+/// (on a worker thread of actix-server) is the process-wide store of that capacity, shared by
+/// every worker, and a `WARN` event says so once.
+///
 /// ```
 /// use idempotent_runtime::MemoryStore;
 ///
@@ -62,6 +71,34 @@ impl MemoryStore {
     /// per-record cost of 768 bytes, what the cache really keeps per record, so the capacity
     /// bounds resident memory (a 64 MiB store grows the process by 64–65 MiB when full).
     pub fn with_capacity(capacity_bytes: u64) -> Self {
+        if crate::config::on_server_worker() {
+            return Self::shared_by_workers(capacity_bytes);
+        }
+        Self::private(capacity_bytes)
+    }
+
+    /// The process-wide store of this capacity, for stores built inside `HttpServer::new`'s
+    /// factory: one per process instead of one per worker.
+    fn shared_by_workers(capacity_bytes: u64) -> Self {
+        static SHARED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u64, MemoryStore>>> =
+            std::sync::OnceLock::new();
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "a MemoryStore was built inside HttpServer::new's factory, which runs once per worker: \
+                 every worker shares one process-wide store instead, so a duplicate still runs once; \
+                 build the store and the Idempotency once before HttpServer::new and clone them in"
+            );
+        });
+        let shared = SHARED.get_or_init(Default::default);
+        let mut stores = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stores
+            .entry(capacity_bytes)
+            .or_insert_with(|| Self::private(capacity_bytes))
+            .clone()
+    }
+
+    fn private(capacity_bytes: u64) -> Self {
         Self {
             inner: Arc::new(Inner {
                 completed: RecordCache::authoritative(capacity_bytes),
