@@ -137,10 +137,9 @@
 //! # }
 //! ```
 //!
-//! A request goes through the engine once. The middleware takes the requests that carry its
-//! key; an annotated handler inside its scope protects what the middleware lets through (a key
-//! in another header, a path given to [`IdempotentMiddleware::except`]). See
-//! [`middleware`] for the rule and why.
+//! A request goes through the engine once, and an annotated handler inside the middleware's
+//! scope is governed by its own attribute: see [`middleware`] for how the middleware learns
+//! which routes lead to annotated handlers.
 //!
 //! # Observability
 //!

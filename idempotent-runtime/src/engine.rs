@@ -27,10 +27,12 @@
 //! A panicking handler releases its key: its own client gets a 500 `idempotency_handler_failed`
 //! problem, every waiting duplicate gets the same, and a later retry runs again.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +53,9 @@ use crate::key;
 use crate::observe::{self, Outcome};
 use crate::record::{Completion, Record};
 use crate::replay::{self, Captured};
+use crate::route::FingerprintMode;
 use crate::route::{InFlight, OnMismatch, Route, Scope};
-use crate::store::{Claim, FencingToken, Lookup, RecordKey, StoreError};
+use crate::store::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 
 /// Longest a waiter on another replica's execution sleeps between two looks at the store when
 /// no notification arrives.
@@ -66,29 +69,29 @@ where
     Fut: Future<Output = HttpResponse> + 'static,
 {
     let payload = payload.into_inner();
-    if is_read_only(req.method()) || !may_carry_key(route, &req) {
-        return run(req, payload).await;
+    let handoff = req.extensions_mut().remove::<Handoff>();
+    if let Some(handoff) = handoff {
+        handoff.yield_to(route).await;
     }
-    if let Some(middleware) = protected_by(&req) {
-        route.report_taken_by(middleware);
+    if is_read_only(req.method()) || !may_carry_key(route, &req) {
         return run(req, payload).await;
     }
     let config = Idempotency::for_request(&req).clone();
     // Boxed, so the future of every request to the handler (keyed or not) stays the size of
     // the handler's own: actix allocates it per request.
-    Box::pin(protect(config, route, req, payload, run, false)).await
+    Box::pin(protect(config, route, req, payload, run, None)).await
 }
 
 /// Runs one write request through the engine with `route`'s options: the annotated handler's,
-/// or the middleware's. `run` is the handler, or (`upstream`, for the middleware) the rest of
-/// the service chain, whose annotated handlers must then leave a keyed request alone.
+/// or the middleware's. `run` is the handler, or (with `upstream`, for the middleware) the rest
+/// of the service chain, where an annotated handler may take the request over.
 pub(crate) async fn protect<R, F, Fut>(
     config: Idempotency,
     route: R,
     req: HttpRequest,
     payload: dev::Payload,
     run: F,
-    upstream: bool,
+    upstream: Option<Rc<Upstream>>,
 ) -> HttpResponse
 where
     R: Deref<Target = Route> + 'static,
@@ -98,40 +101,103 @@ where
     let name = route.options().handler;
     let started = std::time::Instant::now();
     let span = observe::span(name);
-    let answer = match prepare(&route, &config, &req, payload).instrument(span.clone()).await {
+    let probing = upstream.as_ref().is_some_and(|upstream| upstream.probing);
+    let answer = match prepare(&route, &config, &req, payload, probing)
+        .instrument(span.clone())
+        .await
+    {
         Ok(Prepared::Keyed(keyed)) => {
-            if upstream {
-                req.extensions_mut().insert(ProtectedUpstream(name));
-            }
-            execute_once(config, route, req, keyed, run)
+            execute_once(config, route, req, keyed, run, upstream)
                 .instrument(span.clone())
                 .await
         }
-        Ok(Prepared::Unprotected(payload)) => return run(req, payload).await,
+        Ok(Prepared::Unprotected(payload)) => {
+            let handoff = upstream.map(|upstream| Handoff { upstream, claim: None });
+            return run_upstream(req, payload, handoff, run).await;
+        }
         Err(error) => Answer::refused(&config, &error, &req),
     };
-    span.in_scope(|| observe::outcome(name, answer.outcome, started.elapsed()));
+    // A request an annotated handler took over was reported by that handler's engine.
+    if let Some(outcome) = answer.outcome {
+        span.in_scope(|| observe::outcome(name, outcome, started.elapsed()));
+    }
     answer.response
 }
 
-/// Set on a request the engine has taken, with the name of the route that took it: an
-/// annotated handler reached through the middleware runs its body directly instead of claiming
-/// the key again.
-struct ProtectedUpstream(&'static str);
-
-pub(crate) fn protected_by(req: &HttpRequest) -> Option<&'static str> {
-    req.extensions().get::<ProtectedUpstream>().map(|upstream| upstream.0)
+/// What the middleware learns from one request it passed to the rest of the service chain:
+/// whether an annotated handler took it over.
+pub(crate) struct Upstream {
+    /// The middleware has not yet learnt who governs this request's route: records made by an
+    /// annotated handler there (fingerprinted in the other mode) count as this request's own.
+    pub(crate) probing: bool,
+    pub(crate) reached: Cell<bool>,
+    pub(crate) taken_over: Cell<bool>,
 }
 
-/// The engine's answer to a keyed request, and what it did to produce it.
+impl Upstream {
+    pub(crate) fn new(probing: bool) -> Self {
+        Self {
+            probing,
+            reached: Cell::new(false),
+            taken_over: Cell::new(false),
+        }
+    }
+}
+
+/// Set on a request the middleware passes on to the rest of the chain. An annotated handler
+/// that finds it takes the request over (its attribute's options govern it): it frees the
+/// middleware's claim and runs the engine with its own options; the middleware then stores
+/// nothing and learns to leave that route to the attribute.
+struct Handoff {
+    upstream: Rc<Upstream>,
+    claim: Option<(Arc<dyn Store>, RecordKey, FencingToken)>,
+}
+
+impl Handoff {
+    async fn yield_to(self, route: &Route) {
+        self.upstream.taken_over.set(true);
+        tracing::debug!(
+            handler = route.options().handler,
+            "an #[idempotent] handler took over a request from IdempotentMiddleware: its attribute governs it"
+        );
+        if let Some((store, key, token)) = self.claim {
+            // A claim left behind lapses with its lease; the handler's own claim is what counts.
+            let _ = tokio::time::timeout(Duration::from_secs(5), store.release(&key, token)).await;
+        }
+    }
+}
+
+pub(crate) fn has_handoff(req: &HttpRequest) -> bool {
+    req.extensions().contains::<Handoff>()
+}
+
+/// Runs the handler; for the middleware, marks the request so that an annotated handler down
+/// the chain can take it over.
+async fn run_upstream<F, Fut>(req: HttpRequest, payload: dev::Payload, handoff: Option<Handoff>, run: F) -> HttpResponse
+where
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    if let Some(handoff) = handoff {
+        handoff.upstream.reached.set(true);
+        req.extensions_mut().insert(handoff);
+    }
+    run(req, payload).await
+}
+
+/// The engine's answer to a keyed request, and what it did to produce it (`None`: an annotated
+/// handler took the request over and reported it).
 struct Answer {
     response: HttpResponse,
-    outcome: Outcome,
+    outcome: Option<Outcome>,
 }
 
 impl Answer {
     fn new(response: HttpResponse, outcome: Outcome) -> Self {
-        Self { response, outcome }
+        Self {
+            response,
+            outcome: Some(outcome),
+        }
     }
 
     fn refused(config: &Idempotency, error: &IdempotencyError, req: &HttpRequest) -> Self {
@@ -140,8 +206,8 @@ impl Answer {
 
     /// A duplicate that had to wait reports [`Outcome::Waited`] instead of a plain replay.
     fn after_waiting(mut self) -> Self {
-        if self.outcome == Outcome::Replayed {
-            self.outcome = Outcome::Waited;
+        if self.outcome == Some(Outcome::Replayed) {
+            self.outcome = Some(Outcome::Waited);
         }
         self
     }
@@ -178,7 +244,17 @@ enum Prepared {
 struct Keyed {
     id: RecordKey,
     fingerprint: Fingerprint,
+    /// The fingerprint in the other mode, while the middleware probes a route an annotated
+    /// handler may govern.
+    alt: Option<Fingerprint>,
     body: Bytes,
+}
+
+impl Keyed {
+    /// Whether a record or claim with `fingerprint` was made by this same request.
+    fn is_same_request(&self, fingerprint: Fingerprint) -> bool {
+        fingerprint == self.fingerprint || Some(fingerprint) == self.alt
+    }
 }
 
 async fn prepare(
@@ -186,6 +262,7 @@ async fn prepare(
     config: &Idempotency,
     req: &HttpRequest,
     payload: dev::Payload,
+    probing: bool,
 ) -> Result<Prepared, IdempotencyError> {
     let options = route.options();
     let header_key = key::from_headers(req.headers(), route.header()).map_err(IdempotencyError::KeyInvalid)?;
@@ -210,16 +287,22 @@ async fn prepare(
             }
         }
     };
-    let fingerprint = Fingerprint::of(
-        req.method().as_str(),
-        req.path(),
-        req.query_string(),
-        &body,
-        options.fingerprint,
-    );
+    let fingerprint_in = |mode| Fingerprint::of(req.method().as_str(), req.path(), req.query_string(), &body, mode);
+    let fingerprint = fingerprint_in(options.fingerprint);
+    let alt = probing.then(|| {
+        fingerprint_in(match options.fingerprint {
+            FingerprintMode::Body => FingerprintMode::Json,
+            FingerprintMode::Json => FingerprintMode::Body,
+        })
+    });
     let variant = (options.on_mismatch == OnMismatch::Execute).then_some(&fingerprint);
     let id = RecordKey::new(&config.inner.namespace, tenant.as_deref(), &key, variant);
-    Ok(Prepared::Keyed(Keyed { id, fingerprint, body }))
+    Ok(Prepared::Keyed(Keyed {
+        id,
+        fingerprint,
+        alt,
+        body,
+    }))
 }
 
 fn tenant(route: &Route, config: &Idempotency, req: &HttpRequest) -> Result<Option<String>, IdempotencyError> {
@@ -275,17 +358,28 @@ async fn read_body(mut payload: dev::Payload, req: &HttpRequest, limit: usize) -
     Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
-async fn execute_once<R, F, Fut>(config: Idempotency, route: R, req: HttpRequest, keyed: Keyed, run: F) -> Answer
+async fn execute_once<R, F, Fut>(
+    config: Idempotency,
+    route: R,
+    req: HttpRequest,
+    keyed: Keyed,
+    run: F,
+    upstream: Option<Rc<Upstream>>,
+) -> Answer
 where
     R: Deref<Target = Route> + 'static,
     F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
     Fut: Future<Output = HttpResponse> + 'static,
 {
     if let Some(record) = config.inner.store.cached(&keyed.id) {
-        return answer_with_record(&config, &req, &record, keyed.fingerprint);
+        return answer_with_record(&config, &req, &record, &keyed);
     }
-    match config.inner.flights.join(&keyed.id, keyed.fingerprint) {
-        Role::Follower(flight) => follow(&config, &route, req, keyed, &flight, run).await,
+    match config
+        .inner
+        .flights
+        .join(&keyed.id, keyed.fingerprint, upstream.is_some())
+    {
+        Role::Follower(flight) => follow(&config, &route, req, keyed, &flight, run, upstream).await,
         Role::Leader(guard) => {
             let tracker = config.inner.tracker.clone();
             let leader = Leader {
@@ -293,6 +387,7 @@ where
                 route,
                 keyed,
                 guard,
+                upstream,
             };
             // Spawned, so a client that disconnects (RST) cannot cancel a started execution.
             // The request moves into the task: a middleware's inner service must route it while
@@ -311,8 +406,8 @@ where
 }
 
 /// The answer to a request whose key already completed.
-fn answer_with_record(config: &Idempotency, req: &HttpRequest, record: &Record, fingerprint: Fingerprint) -> Answer {
-    if record.fingerprint != fingerprint {
+fn answer_with_record(config: &Idempotency, req: &HttpRequest, record: &Record, keyed: &Keyed) -> Answer {
+    if !keyed.is_same_request(record.fingerprint) {
         return Answer::refused(config, &IdempotencyError::Conflict, req);
     }
     match &record.completion {
@@ -331,6 +426,7 @@ async fn follow<F, Fut>(
     keyed: Keyed,
     flight: &Flight,
     run: F,
+    upstream: Option<Rc<Upstream>>,
 ) -> Answer
 where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut,
@@ -344,7 +440,7 @@ where
         let current = state.borrow_and_update().clone();
         match (current, policy) {
             (State::Done(shared), _) => {
-                let answer = answer_follower(config, policy, req, keyed, shared, run).await;
+                let answer = answer_follower(config, policy, req, keyed, shared, run, upstream).await;
                 return if waited { answer.after_waiting() } else { answer };
             }
             (State::Running, InFlight::Reject) => return Answer::refused(config, &config.in_flight(), &req),
@@ -367,20 +463,23 @@ async fn answer_follower<F, Fut>(
     keyed: Keyed,
     shared: Shared,
     run: F,
+    upstream: Option<Rc<Upstream>>,
 ) -> Answer
 where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut,
     Fut: Future<Output = HttpResponse>,
 {
     match shared {
-        Shared::Record(record) => answer_with_record(config, &req, &record, keyed.fingerprint),
+        Shared::Record(record) => answer_with_record(config, &req, &record, &keyed),
         Shared::Response(stored) => {
             Answer::new(replay::replay(&stored, &config.inner.replay_header), Outcome::Replayed)
         }
         Shared::Busy if policy == InFlight::Accept => Answer::refused(config, &config.accepted(), &req),
         Shared::Busy => Answer::refused(config, &config.in_flight(), &req),
         Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
-            Answer::new(run(req, dev::Payload::from(keyed.body)).await, Outcome::StoreError)
+            let handoff = upstream.map(|upstream| Handoff { upstream, claim: None });
+            let response = run_upstream(req, dev::Payload::from(keyed.body), handoff, run).await;
+            Answer::new(response, Outcome::StoreError)
         }
         Shared::Failed(error) => Answer::refused(config, &error, &req),
     }
@@ -392,6 +491,7 @@ struct Leader<R> {
     route: R,
     keyed: Keyed,
     guard: LeaderGuard,
+    upstream: Option<Rc<Upstream>>,
 }
 
 enum RemoteWait {
@@ -421,7 +521,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
                 Ok(Claim::InFlight { fingerprint }) => fingerprint,
                 Err(_) => return self.store_failed(req, run).await,
             };
-            if held_elsewhere != self.keyed.fingerprint {
+            if !self.keyed.is_same_request(held_elsewhere) {
                 return self.refuse(
                     IdempotencyError::Conflict,
                     Shared::Failed(IdempotencyError::Conflict),
@@ -444,7 +544,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
     }
 
     fn finish_with_record(self, record: Arc<Record>, req: &HttpRequest) -> Answer {
-        let answer = answer_with_record(&self.config, req, &record, self.keyed.fingerprint);
+        let answer = answer_with_record(&self.config, req, &record, &self.keyed);
         self.guard.publish(Shared::Record(record));
         answer
     }
@@ -478,15 +578,47 @@ impl<R: Deref<Target = Route>> Leader<R> {
         Fut: Future<Output = HttpResponse>,
     {
         let error = self.config.store_unavailable();
+        let handoff = self.handoff(None);
         self.guard.publish(Shared::Failed(error.clone()));
         if self.config.inner.fail_open {
             tracing::warn!(
                 handler = self.route.options().handler,
                 "idempotency store unavailable: running unprotected (fail open)"
             );
-            return Answer::new(run(req, dev::Payload::from(self.keyed.body)).await, Outcome::StoreError);
+            let response = run_upstream(req, dev::Payload::from(self.keyed.body), handoff, run).await;
+            return Answer::new(response, Outcome::StoreError);
         }
         Answer::refused(&self.config, &error, &req)
+    }
+
+    /// The mark that lets an annotated handler down the middleware's chain take over.
+    fn handoff(&self, token: Option<FencingToken>) -> Option<Handoff> {
+        let upstream = Rc::clone(self.upstream.as_ref()?);
+        let claim = token.map(|token| (Arc::clone(&self.config.inner.store), self.keyed.id.clone(), token));
+        Some(Handoff { upstream, claim })
+    }
+
+    fn taken_over(&self) -> bool {
+        self.upstream.as_ref().is_some_and(|upstream| upstream.taken_over.get())
+    }
+
+    /// The answer of an annotated handler that took the request over: its engine stored (or
+    /// released) its own record; this execution's followers get a copy of its answer.
+    async fn delegated(self, response: HttpResponse) -> Answer {
+        let inner = &self.config.inner;
+        let (response, shared) = match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await
+        {
+            Captured::Complete { head, body } => {
+                let shared = Shared::Response(Arc::new(replay::to_stored(&head, body.clone())));
+                (head.set_body(BoxBody::new(body)), shared)
+            }
+            Captured::Partial { head, body, .. } => (head.set_body(body), Shared::Busy),
+        };
+        self.guard.publish(shared);
+        Answer {
+            response,
+            outcome: None,
+        }
     }
 
     async fn execute<F, Fut>(self, token: FencingToken, req: HttpRequest, run: F) -> Answer
@@ -502,7 +634,14 @@ impl<R: Deref<Target = Route>> Leader<R> {
             .config
             .has_error_hook()
             .then(|| self.config.error_response(&IdempotencyError::HandlerFailed, &req));
-        let handler = AssertUnwindSafe(run(req, dev::Payload::from(self.keyed.body.clone()))).catch_unwind();
+        let handoff = self.handoff(Some(token));
+        let handler = AssertUnwindSafe(run_upstream(
+            req,
+            dev::Payload::from(self.keyed.body.clone()),
+            handoff,
+            run,
+        ))
+        .catch_unwind();
         let Ok(response) = self.with_lease(token, handler).await else {
             tracing::error!(
                 handler = self.route.options().handler,
@@ -514,6 +653,9 @@ impl<R: Deref<Target = Route>> Leader<R> {
             let response = on_panic.unwrap_or_else(|| error.problem_response(error.default_status()));
             return Answer::new(response, Outcome::Released);
         };
+        if self.taken_over() {
+            return self.delegated(response).await;
+        }
         let inner = &self.config.inner;
         let executed = response.extensions().get::<NotExecuted>().is_none();
         let storable = executed && self.route.options().cache.stores(response.status().as_u16());
@@ -605,7 +747,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
             tokio::select! {
                 biased;
                 output = &mut future => return output,
-                _ = ticker.tick() => {
+                _ = ticker.tick(), if !self.taken_over() => {
                     if let Ok(false) = self.store_call("renew", inner.store.renew(&self.keyed.id, token, inner.lease)).await {
                         tracing::warn!(key = ?self.keyed.id, "lease lost while the handler runs");
                     }

@@ -49,10 +49,12 @@ impl Flight {
     }
 }
 
-/// A flight is one request: its record key *and* fingerprint. A request with another body for
-/// the same key leads a flight of its own, and the store's atomic claim tells a conflict from a
-/// retry of a request that already completed there.
-type FlightKey = (RecordKey, Fingerprint);
+/// A flight is one request: its record key *and* fingerprint, and whether the middleware leads
+/// it. A request with another body for the same key leads a flight of its own, and the store's
+/// atomic claim tells a conflict from a retry of a request that already completed there. An
+/// annotated handler that takes a request over from the middleware leads its own flight, never
+/// a follower of the middleware's execution of that same request.
+type FlightKey = (RecordKey, Fingerprint, bool);
 
 /// The map of running requests of one [`crate::Idempotency`].
 #[derive(Default, Clone)]
@@ -67,8 +69,8 @@ pub(crate) enum Role {
 
 impl Flights {
     /// Leads the request if nobody in this process runs it, else follows the current leader.
-    pub(crate) fn join(&self, key: &RecordKey, fingerprint: Fingerprint) -> Role {
-        let key = (key.clone(), fingerprint);
+    pub(crate) fn join(&self, key: &RecordKey, fingerprint: Fingerprint, by_middleware: bool) -> Role {
+        let key = (key.clone(), fingerprint, by_middleware);
         match self.map.entry(key.clone()) {
             Entry::Occupied(running) => Role::Follower(Arc::clone(running.get())),
             Entry::Vacant(vacant) => {
@@ -139,10 +141,10 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_answers_its_followers() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else {
+        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32]), false) else {
             panic!("first joins lead")
         };
-        let Role::Follower(flight) = flights.join(&key(), Fingerprint([0; 32])) else {
+        let Role::Follower(flight) = flights.join(&key(), Fingerprint([0; 32]), false) else {
             panic!("second follows")
         };
         let mut state = flight.subscribe();
@@ -158,19 +160,22 @@ mod tests {
     #[tokio::test]
     async fn a_published_key_is_led_again() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32])) else {
+        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32]), false) else {
             panic!()
         };
         leader.publish(Shared::Busy);
-        assert!(matches!(flights.join(&key(), Fingerprint([0; 32])), Role::Leader(_)));
+        assert!(matches!(
+            flights.join(&key(), Fingerprint([0; 32]), false),
+            Role::Leader(_)
+        ));
     }
 
     #[tokio::test]
     async fn another_body_for_the_same_key_leads_its_own_flight() {
         let flights = Flights::default();
-        let _first = flights.join(&key(), Fingerprint([0; 32]));
+        let _first = flights.join(&key(), Fingerprint([0; 32]), false);
         assert!(
-            matches!(flights.join(&key(), Fingerprint([1; 32])), Role::Leader(_)),
+            matches!(flights.join(&key(), Fingerprint([1; 32]), false), Role::Leader(_)),
             "the store, not the flight map, decides whether another body conflicts"
         );
     }

@@ -24,22 +24,26 @@
 //!
 //! # With `#[idempotent]` handlers inside
 //!
-//! A request runs through the engine once, by the first layer that takes it:
+//! The attribute wins: a request that reaches an annotated handler is governed by that
+//! handler's attribute alone (its header, scope, fingerprint, cache policy, ttl), whether or not
+//! the middleware wraps it, and runs through the engine once.
 //!
-//! - The middleware takes a request of one of its methods that carries its key (or, with
-//!   [`required`](IdempotentMiddleware::required), refuses one without). Its options apply; an
-//!   annotated handler it reaches runs its body directly, without claiming the key again.
-//! - A request the middleware lets through (another method, a path given to
-//!   [`except`](IdempotentMiddleware::except), or no key in the middleware's header) reaches the
-//!   handler untouched, and an annotated handler protects it with its own attribute.
+//! actix-web routes a request only after its middleware ran, so the middleware learns which
+//! handler a route leads to from the requests it passes on. It looks the route up in the app's
+//! resource map before routing (method and pattern, e.g. `POST /v1/orders/{id}`):
 //!
-//! So an attribute wins over the middleware wherever it names its own key header (webhooks
-//! de-duplicated by `X-Event-ID` inside a scope protected by `Idempotency-Key`), and on every
-//! path excluded with [`except`](IdempotentMiddleware::except). actix-web routes a request
-//! only after its middleware ran, so the middleware cannot see which handler a request will
-//! reach; excluding the path is how an annotated route with the *same* header keeps its own
-//! options. So that such an overlap does not go unnoticed, the first request of this kind to
-//! each annotated handler logs a `WARN` event naming the handler and the middleware.
+//! - a route it has seen reach an annotated handler is passed on untouched;
+//! - a route it has seen reach a handler without the attribute is protected with the
+//!   middleware's options;
+//! - a route it has not seen yet (each worker learns once per route) is protected with the
+//!   middleware's options, and an annotated handler it reaches takes the request over: it frees
+//!   the middleware's claim and runs the engine with its own options. Meanwhile the middleware
+//!   treats a record fingerprinted in the other mode (`"body"` or `"json"`) as this request's
+//!   own, so a retry of a request an annotated handler stored (on another worker or replica) is
+//!   a replay, never a conflict.
+//!
+//! [`except`](IdempotentMiddleware::except) still leaves a path to its handlers without the
+//! middleware looking at it at all.
 //!
 //! Responses of the inner service are stored under the cache policy like a handler's; an
 //! error the inner service returns (for example an extractor's 400) is a response like any
@@ -52,6 +56,7 @@
 //! both are constants of the app, caught on its first start.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -65,7 +70,7 @@ use actix_web::http::Method;
 use actix_web::{Error, HttpResponse};
 
 use crate::config::Idempotency;
-use crate::engine;
+use crate::engine::{self, Upstream};
 use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
 
 /// Applies the idempotency engine to every write route of the `App` or `Scope` it wraps.
@@ -231,6 +236,7 @@ where
                 methods,
                 except: self.except.clone(),
                 config: self.config.clone(),
+                governors: RefCell::default(),
             }),
         }))
     }
@@ -242,6 +248,19 @@ struct Shared {
     methods: Vec<Method>,
     except: Vec<String>,
     config: Option<Idempotency>,
+    /// Who governs each route (method and resource pattern) this worker has seen executed.
+    governors: RefCell<HashMap<RouteId, Governor>>,
+}
+
+/// A route as the app's resource map knows it before routing: method and pattern.
+type RouteId = (Method, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Governor {
+    /// An `#[idempotent]` handler: requests pass on untouched, its attribute governs them.
+    Attribute,
+    /// A handler without the attribute: the middleware's options govern it.
+    Middleware,
 }
 
 impl Shared {
@@ -249,7 +268,29 @@ impl Shared {
         self.methods.contains(req.method())
             && !self.excepts(req.path())
             && engine::may_carry_key(&self.route, req.request())
-            && engine::protected_by(req.request()).is_none()
+            && !engine::has_handoff(req.request())
+    }
+
+    /// The route the request will reach, and who governs it, if a request to it ran before.
+    fn governor(&self, req: &ServiceRequest) -> (Option<RouteId>, Option<Governor>) {
+        let Some(pattern) = req.request().match_pattern() else {
+            // No resource matches (a default service): no annotated handler to defer to.
+            return (None, Some(Governor::Middleware));
+        };
+        let route = (req.method().clone(), pattern);
+        let governor = self.governors.borrow().get(&route).copied();
+        (Some(route), governor)
+    }
+
+    fn learn(&self, route: Option<RouteId>, upstream: &Upstream) {
+        if let (Some(route), true) = (route, upstream.reached.get()) {
+            let governor = if upstream.taken_over.get() {
+                Governor::Attribute
+            } else {
+                Governor::Middleware
+            };
+            self.governors.borrow_mut().insert(route, governor);
+        }
     }
 
     fn excepts(&self, path: &str) -> bool {
@@ -289,10 +330,15 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        if !self.shared.takes(&req) {
+        let (route, governor) = match self.shared.takes(&req) {
+            true => self.shared.governor(&req),
+            false => (None, Some(Governor::Attribute)),
+        };
+        if governor == Some(Governor::Attribute) {
             let passed = self.service.call(req);
             return Box::pin(async move { passed.await.map(ServiceResponse::map_into_left_body) });
         }
+        let upstream = Rc::new(Upstream::new(governor.is_none()));
         let (request, payload) = req.into_parts();
         let config = match &self.shared.config {
             Some(config) => config.clone(),
@@ -319,9 +365,12 @@ where
                 }
             }
         };
-        let route = SharedRoute(Rc::clone(&self.shared));
+        let shared = Rc::clone(&self.shared);
         Box::pin(async move {
-            let response = engine::protect(config, route, request, payload, run, true).await;
+            let engine_route = SharedRoute(Rc::clone(&shared));
+            let response =
+                engine::protect(config, engine_route, request, payload, run, Some(Rc::clone(&upstream))).await;
+            shared.learn(route, &upstream);
             let kept = kept.borrow_mut().take();
             match kept {
                 Some(request) => Ok(ServiceResponse::new(request, response).map_into_right_body()),

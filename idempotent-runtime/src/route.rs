@@ -1,6 +1,5 @@
 //! What one annotated handler asked for: the validated arguments of `#[idempotent(...)]`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -115,7 +114,6 @@ impl RouteOptions {
 pub struct Route {
     options: RouteOptions,
     header: OnceLock<HeaderName>,
-    taken_by_middleware: AtomicBool,
 }
 
 impl Route {
@@ -124,7 +122,6 @@ impl Route {
         Self {
             options,
             header: OnceLock::new(),
-            taken_by_middleware: AtomicBool::new(false),
         }
     }
 
@@ -138,19 +135,5 @@ impl Route {
         self.header.get_or_init(|| {
             HeaderName::from_bytes(self.options.header.as_bytes()).expect("the attribute validates header names")
         })
-    }
-
-    /// Warns, once per handler, that a middleware protected a request this annotated handler
-    /// would have protected itself: the middleware's options applied, not the attribute's.
-    pub(crate) fn report_taken_by(&self, middleware: &'static str) {
-        if !self.taken_by_middleware.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                handler = self.options.handler,
-                middleware,
-                "an #[idempotent] handler was reached by a request its middleware already protects: the \
-                 middleware's options applied, not the attribute's (give the handler's path to \
-                 IdempotentMiddleware::except to let its attribute govern it)"
-            );
-        }
     }
 }

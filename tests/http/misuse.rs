@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use actix_web::{post, web, HttpResponse};
-use idempotent_actix::{idempotent, Idempotency, MemoryStore};
+use idempotent_actix::{idempotent, Idempotency, IdempotentMiddleware, MemoryStore};
 use serde_json::json;
 
-use crate::support::{new_key, send_concurrently, serve_unconfigured_on, Runs};
+use crate::support::{new_key, send, send_concurrently, serve_unconfigured_on, serve_with, Runs};
 
 #[post("/slow-orders")]
 #[idempotent]
@@ -58,4 +58,123 @@ async fn a_memory_store_built_inside_the_server_factory_is_shared_by_the_workers
     .await;
     assert_eq!(runs, 1, "one execution across the four workers");
     assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
+}
+
+#[post("/json-orders")]
+#[idempotent(fingerprint = "json")]
+async fn json_order(runs: web::Data<Runs>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let run = runs.hit();
+    HttpResponse::Created().json(json!({ "run": run, "order": body.into_inner() }))
+}
+
+#[post("/tenant-orders")]
+#[idempotent(scope = "tenant")]
+async fn tenant_order(runs: web::Data<Runs>) -> HttpResponse {
+    let run = runs.hit();
+    HttpResponse::Created().json(json!({ "run": run }))
+}
+
+fn behind_the_middleware(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .wrap(IdempotentMiddleware::new())
+            .service(json_order)
+            .service(tenant_order),
+    );
+}
+
+/// The middleware took the keyed request first and fingerprinted the raw body: a retry whose
+/// JSON members came in another order got 409, although the handler asks for
+/// `fingerprint = "json"`.
+#[actix_web::test]
+async fn inside_the_middlewares_scope_the_attributes_fingerprint_applies() {
+    let server = serve_with(
+        Idempotency::builder().store(MemoryStore::default()).build(),
+        behind_the_middleware,
+    );
+    for attempt in 0..4 {
+        let key = new_key();
+        let first = send(
+            server
+                .post("/v1/json-orders")
+                .insert_header(("Idempotency-Key", key.as_str()))
+                .content_type("application/json"),
+            r#"{"item":"book","quantity":2}"#,
+        )
+        .await;
+        assert_eq!(first.status, 201, "attempt {attempt}");
+        // Each retry on a connection of its own, so both workers (one of which may not have
+        // seen this route yet) answer some of them.
+        for _ in 0..4 {
+            let retry = send(
+                server
+                    .post("/v1/json-orders")
+                    .insert_header(("Idempotency-Key", key.as_str()))
+                    .content_type("application/json"),
+                r#"{ "quantity": 2, "item": "book" }"#,
+            )
+            .await;
+            assert!(retry.is_replay(), "attempt {attempt}: {retry:?}");
+            assert_eq!(retry.body, first.body);
+        }
+    }
+    assert_eq!(server.runs(), 4);
+}
+
+#[actix_web::test]
+async fn inside_the_middlewares_scope_the_attributes_tenant_scope_applies() {
+    let config = Idempotency::builder()
+        .store(MemoryStore::default())
+        .tenant_from_header("X-Tenant-Id")
+        .build();
+    let server = serve_with(config, behind_the_middleware);
+    let key = new_key();
+    let as_tenant = |tenant: &str| {
+        server
+            .post("/v1/tenant-orders")
+            .insert_header(("Idempotency-Key", key.as_str()))
+            .insert_header(("X-Tenant-Id", tenant.to_owned()))
+    };
+    for _ in 0..3 {
+        send(as_tenant("acme"), "").await;
+        send(as_tenant("globex"), "").await;
+    }
+    assert_eq!(
+        server.runs(),
+        2,
+        "one execution per tenant: the attribute's scope, not the middleware's global one"
+    );
+    let anonymous = send(
+        server
+            .post("/v1/tenant-orders")
+            .insert_header(("Idempotency-Key", key.as_str())),
+        "",
+    )
+    .await;
+    assert_eq!(anonymous.problem_code(), "idempotency_tenant_missing");
+}
+
+#[actix_web::test]
+async fn concurrent_first_requests_to_an_annotated_handler_behind_the_middleware_run_it_once() {
+    let server = serve_with(
+        Idempotency::builder().store(MemoryStore::default()).build(),
+        behind_the_middleware,
+    );
+    let key = new_key();
+    let replies = send_concurrently(200, || {
+        let request = server
+            .post("/v1/json-orders")
+            .insert_header(("Idempotency-Key", key.as_str()))
+            .content_type("application/json");
+        (request, r#"{"item":"book"}"#.to_owned())
+    })
+    .await;
+    assert_eq!(server.runs(), 1);
+    assert!(
+        replies
+            .iter()
+            .all(|reply| reply.status == 201 && reply.body == replies[0].body),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
 }
