@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 use futures_util::future::join_all;
-use idempotent_actix::{idempotent, Idempotency, MemoryStore};
+use idempotent_actix::{idempotent, Idempotency, IdempotentMiddleware, MemoryStore};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::json;
 
@@ -311,8 +311,11 @@ async fn annotated_behind_middleware(runs: web::Data<Runs>) -> HttpResponse {
     HttpResponse::Created().finish()
 }
 
+/// The attribute governs an annotated handler inside the middleware's scope: its executions are
+/// reported once, under the handler's name, including the first, which the handler takes over
+/// from the middleware.
 #[actix_web::test]
-async fn an_annotated_handler_whose_request_the_middleware_took_is_reported_once() {
+async fn an_annotated_handler_behind_the_middleware_is_reported_once_under_its_own_name() {
     install();
     let server = serve(|cfg: &mut web::ServiceConfig| {
         cfg.service(
@@ -322,15 +325,143 @@ async fn an_annotated_handler_whose_request_the_middleware_took_is_reported_once
         );
     });
     for _ in 0..3 {
-        send_keyed(server.post("/wrapped/annotated"), &new_key(), &json!({})).await;
+        let key = new_key();
+        send_keyed(server.post("/wrapped/annotated"), &key, &json!({})).await;
+        send_keyed(server.post("/wrapped/annotated"), &key, &json!({})).await;
     }
     assert_eq!(server.runs(), 3);
-    let reports: Vec<String> = logs::text()
-        .lines()
-        .filter(|line| line.contains("handler=\"annotated_behind_middleware\""))
-        .filter(|line| line.contains("its middleware already protects"))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(reports.len(), 1, "once per handler: {reports:#?}");
-    assert!(reports[0].contains("WARN") && reports[0].contains("middleware=\"wrapping_api\""));
+    assert_eq!(requests("annotated_behind_middleware", "executed"), 3);
+    for outcome in ["executed", "released", "waited", "conflict"] {
+        assert_eq!(requests("wrapping_api", outcome), 0, "{outcome}");
+    }
+    // A worker that has not yet seen the route run answers a replay from the record itself.
+    let replays = requests("annotated_behind_middleware", "replayed") + requests("wrapping_api", "replayed");
+    assert_eq!(replays, 3, "each retry reported once");
+}
+
+#[post("/tenant-orders")]
+#[idempotent(scope = "tenant")]
+async fn tenant_order(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().finish()
+}
+
+/// An authenticated caller, as an authentication middleware would insert it.
+#[derive(Clone)]
+struct Caller {
+    org: String,
+}
+
+/// A stand-in for an authentication middleware: inserts the caller from `X-Api-Key`.
+async fn authenticate(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if let Some(key) = req.headers().get("X-Api-Key").and_then(|v| v.to_str().ok()) {
+        let org = key.to_owned();
+        actix_web::HttpMessage::extensions_mut(&req).insert(Caller { org });
+    }
+    next.call(req).await
+}
+
+async fn tenant_missing_detail(server: &support::TestServer, path: &str) -> String {
+    let reply = send(
+        server
+            .post(path)
+            .insert_header(("Idempotency-Key", new_key()))
+            .insert_header(("X-Api-Key", "acme")),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.problem_code(), "idempotency_tenant_missing");
+    reply.json()["detail"].as_str().expect("a detail").to_owned()
+}
+
+/// `idempotency_tenant_missing` used to be one answer for three different mistakes.
+#[actix_web::test]
+async fn a_missing_tenant_says_whether_no_resolver_is_configured() {
+    logs::capture();
+    let server = serve_with(Idempotency::builder().store(MemoryStore::default()).build(), |cfg| {
+        cfg.service(tenant_order);
+    });
+    let detail = tenant_missing_detail(&server, "/tenant-orders").await;
+    assert!(detail.contains("server resolves no tenant"), "{detail}");
+    tenant_missing_detail(&server, "/tenant-orders").await;
+    let warnings = logs::text();
+    assert_eq!(
+        warnings.matches("has no tenant resolver").count(),
+        1,
+        "logged once: {warnings}"
+    );
+    assert!(warnings.contains("tenant_from_extension"), "the fix is named");
+    assert_eq!(server.runs(), 0);
+}
+
+#[actix_web::test]
+async fn a_missing_tenant_says_when_the_middleware_runs_before_authentication() {
+    logs::capture();
+    let config = Idempotency::builder()
+        .store(MemoryStore::default())
+        .tenant_from_extension(|caller: &Caller| caller.org.clone())
+        .build();
+    let server = serve_with(config, |cfg| {
+        cfg.service(
+            web::scope("/wrong-order")
+                .wrap(actix_web::middleware::from_fn(authenticate))
+                .wrap(IdempotentMiddleware::new().scope(idempotent_actix::Scope::Tenant))
+                .route(
+                    "/orders",
+                    web::post().to(|runs: web::Data<Runs>| async move {
+                        runs.hit();
+                        HttpResponse::Created().finish()
+                    }),
+                ),
+        )
+        .service(
+            web::scope("/right-order")
+                .wrap(IdempotentMiddleware::new().scope(idempotent_actix::Scope::Tenant))
+                .wrap(actix_web::middleware::from_fn(authenticate))
+                .route(
+                    "/orders",
+                    web::post().to(|runs: web::Data<Runs>| async move {
+                        runs.hit();
+                        HttpResponse::Created().finish()
+                    }),
+                ),
+        );
+    });
+    let detail = tenant_missing_detail(&server, "/wrong-order/orders").await;
+    assert!(detail.contains("not authenticated before"), "{detail}");
+    let warnings = logs::text();
+    assert!(warnings.contains("IdempotentMiddleware without the"), "{warnings}");
+    assert!(warnings.contains("Caller"), "the extension type is named");
+    assert!(warnings.contains(".wrap(IdempotentMiddleware::..) before .wrap(<authentication>)"));
+
+    let key = new_key();
+    let keyed = || {
+        server
+            .post("/right-order/orders")
+            .insert_header(("Idempotency-Key", key.as_str()))
+            .insert_header(("X-Api-Key", "acme"))
+    };
+    assert_eq!(send(keyed(), "").await.status, 201);
+    assert!(
+        send(keyed(), "").await.is_replay(),
+        "wrapped inside the authentication, the tenant is known"
+    );
+    assert_eq!(server.runs(), 1);
+}
+
+#[actix_web::test]
+async fn a_missing_tenant_header_is_named() {
+    let config = Idempotency::builder()
+        .store(MemoryStore::default())
+        .tenant_from_header("X-Tenant-Id")
+        .build();
+    let server = serve_with(config, |cfg| {
+        cfg.service(tenant_order);
+    });
+    let detail = tenant_missing_detail(&server, "/tenant-orders").await;
+    assert!(detail.contains("`x-tenant-id` header"), "{detail}");
 }

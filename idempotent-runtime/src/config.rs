@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use tokio_util::task::TaskTracker;
 
 use crate::error::IdempotencyError;
 use crate::flight::Flights;
 use crate::store::{MemoryStore, Store};
+use crate::tenant::{TenantSource, Tenants};
 
-type TenantResolver = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
 type ErrorResponder = Arc<dyn Fn(&IdempotencyError, StatusCode, &HttpRequest) -> HttpResponse + Send + Sync>;
 
 /// The engine's configuration and state, shared by every annotated route of an app.
@@ -41,7 +41,7 @@ pub struct Idempotency {
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) tenant: Option<TenantResolver>,
+    pub(crate) tenants: Tenants,
     pub(crate) namespace: String,
     pub(crate) conflict_status: StatusCode,
     pub(crate) replay_header: HeaderName,
@@ -85,7 +85,7 @@ impl fmt::Debug for Idempotency {
         let inner = &self.inner;
         f.debug_struct("Idempotency")
             .field("namespace", &inner.namespace)
-            .field("tenant_resolver", &inner.tenant.is_some())
+            .field("tenant_resolver", &inner.tenants.is_configured())
             .field("lease", &inner.lease)
             .field("wait_timeout", &inner.wait_timeout)
             .field("max_response_bytes", &inner.max_response_bytes)
@@ -171,11 +171,6 @@ impl Idempotency {
         finished
     }
 
-    pub(crate) fn tenant_of(&self, req: &HttpRequest) -> Option<String> {
-        let resolver = self.inner.tenant.as_ref()?;
-        resolver(req).filter(|tenant| !tenant.is_empty())
-    }
-
     /// The answer for `error`, through the app's hook if it set one.
     pub fn error_response(&self, error: &IdempotencyError, req: &HttpRequest) -> HttpResponse {
         let status = match error {
@@ -236,7 +231,7 @@ fn with_retry_after(mut response: HttpResponse, error: &IdempotencyError) -> Htt
 /// Builds an [`Idempotency`]. Every setting has a default.
 pub struct IdempotencyBuilder {
     store: Option<Arc<dyn Store>>,
-    tenant: Option<TenantResolver>,
+    tenant: Option<TenantSource>,
     namespace: String,
     conflict_status: StatusCode,
     replay_header: HeaderName,
@@ -293,23 +288,48 @@ impl IdempotencyBuilder {
     where
         F: Fn(&HttpRequest) -> Option<String> + Send + Sync + 'static,
     {
-        self.tenant = Some(Arc::new(resolver));
+        self.tenant = Some(TenantSource::custom(resolver));
         self
     }
 
     /// Tenant from a request header, e.g. one set by an authenticating gateway.
-    pub fn tenant_from_header(self, name: &str) -> Self {
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn tenant_from_header(mut self, name: &str) -> Self {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
-        self.tenant(move |req| req.headers().get(&name)?.to_str().ok().map(str::to_owned))
+        self.tenant = Some(TenantSource::header(name));
+        self
     }
 
     /// Tenant from a request extension that authentication middleware inserted.
-    pub fn tenant_from_extension<T, F>(self, tenant_of: F) -> Self
+    ///
+    /// The authentication must run before the engine. With [`crate::IdempotentMiddleware`],
+    /// wrap it *inside* the authentication: actix-web runs the last `.wrap()` first.
+    ///
+    /// ```
+    /// use actix_web::{web, App};
+    /// use idempotent_runtime::{Idempotency, IdempotentMiddleware};
+    /// # #[derive(Clone)] struct User { org: String }
+    /// # async fn handler() -> &'static str { "" }
+    /// # fn authenticate() -> actix_web::middleware::Identity { actix_web::middleware::Identity::default() }
+    ///
+    /// let idempotency = Idempotency::builder().tenant_from_extension(|user: &User| user.org.clone()).build();
+    /// let app = App::new().app_data(idempotency).service(
+    ///     web::scope("/v1")
+    ///         .wrap(IdempotentMiddleware::new()) // runs second: the user is known
+    ///         .wrap(authenticate())              // runs first: inserts the `User` extension
+    ///         .route("/orders", web::post().to(handler)),
+    /// );
+    /// ```
+    pub fn tenant_from_extension<T, F>(mut self, tenant_of: F) -> Self
     where
         T: 'static,
         F: Fn(&T) -> String + Send + Sync + 'static,
     {
-        self.tenant(move |req| req.extensions().get::<T>().map(&tenant_of))
+        self.tenant = Some(TenantSource::extension(tenant_of));
+        self
     }
 
     /// A prefix for every record key, e.g. `"live:"` / `"test:"` to keep environments apart
@@ -421,7 +441,7 @@ impl IdempotencyBuilder {
         Idempotency {
             inner: Arc::new(Inner {
                 store,
-                tenant: self.tenant,
+                tenants: Tenants::new(self.tenant),
                 namespace: self.namespace,
                 conflict_status: self.conflict_status,
                 replay_header: self.replay_header,

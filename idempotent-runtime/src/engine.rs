@@ -101,8 +101,7 @@ where
     let name = route.options().handler;
     let started = std::time::Instant::now();
     let span = observe::span(name);
-    let probing = upstream.as_ref().is_some_and(|upstream| upstream.probing);
-    let answer = match prepare(&route, &config, &req, payload, probing)
+    let answer = match prepare(&route, &config, &req, payload, upstream.as_deref())
         .instrument(span.clone())
         .await
     {
@@ -262,14 +261,14 @@ async fn prepare(
     config: &Idempotency,
     req: &HttpRequest,
     payload: dev::Payload,
-    probing: bool,
+    upstream: Option<&Upstream>,
 ) -> Result<Prepared, IdempotencyError> {
     let options = route.options();
     let header_key = key::from_headers(req.headers(), route.header()).map_err(IdempotencyError::KeyInvalid)?;
     let missing = || IdempotencyError::KeyMissing { header: options.header };
     let (key, tenant, body) = match (header_key, options.key_from) {
         (Some(key), _) => {
-            let tenant = tenant(route, config, req)?;
+            let tenant = tenant(route, config, req, upstream.is_some())?;
             (
                 key,
                 tenant,
@@ -281,7 +280,7 @@ async fn prepare(
         (None, Some(pointer)) => {
             let body = read_body(payload, req, config.inner.max_request_bytes).await?;
             match key_from_body(&body, pointer)? {
-                Some(key) => (key.into(), tenant(route, config, req)?, body),
+                Some(key) => (key.into(), tenant(route, config, req, upstream.is_some())?, body),
                 None if options.required => return Err(missing()),
                 None => return Ok(Prepared::Unprotected(dev::Payload::from(body))),
             }
@@ -289,7 +288,7 @@ async fn prepare(
     };
     let fingerprint_in = |mode| Fingerprint::of(req.method().as_str(), req.path(), req.query_string(), &body, mode);
     let fingerprint = fingerprint_in(options.fingerprint);
-    let alt = probing.then(|| {
+    let alt = upstream.is_some_and(|upstream| upstream.probing).then(|| {
         fingerprint_in(match options.fingerprint {
             FingerprintMode::Body => FingerprintMode::Json,
             FingerprintMode::Json => FingerprintMode::Body,
@@ -305,10 +304,18 @@ async fn prepare(
     }))
 }
 
-fn tenant(route: &Route, config: &Idempotency, req: &HttpRequest) -> Result<Option<String>, IdempotencyError> {
+fn tenant(
+    route: &Route,
+    config: &Idempotency,
+    req: &HttpRequest,
+    by_middleware: bool,
+) -> Result<Option<String>, IdempotencyError> {
     match route.options().scope {
         Scope::Global => Ok(None),
-        Scope::Tenant => config.tenant_of(req).map(Some).ok_or(IdempotencyError::TenantMissing),
+        Scope::Tenant => match config.inner.tenants.of(req, by_middleware) {
+            Ok(tenant) => Ok(Some(tenant)),
+            Err(reason) => Err(IdempotencyError::TenantMissing { reason }),
+        },
     }
 }
 

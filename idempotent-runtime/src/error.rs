@@ -11,6 +11,7 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 
 use crate::key::KeyError;
+use crate::tenant::MissingTenant;
 
 /// Why the engine answered a request itself. Each variant has a stable [`code`](Self::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,9 +41,14 @@ pub enum IdempotencyError {
         /// How long the client should wait before retrying.
         retry_after: Duration,
     },
-    /// The route is tenant-scoped and the tenant resolver found no tenant.
-    #[error("this request must identify its tenant to use an idempotency key")]
-    TenantMissing,
+    /// The route is tenant-scoped and no tenant was found; `reason` says why (no resolver
+    /// configured, the header or authentication extension it reads is absent, or it found
+    /// nothing). Each reason is also logged once as a `WARN` event with the fix.
+    #[error("this request must identify its tenant to use an idempotency key: {}", reason.detail())]
+    TenantMissing {
+        /// Why no tenant was found.
+        reason: MissingTenant,
+    },
     /// The store could not be reached (fail-closed mode).
     #[error("the idempotency store is unavailable; retry later")]
     StoreUnavailable {
@@ -84,7 +90,7 @@ impl IdempotencyError {
             Self::KeyInvalid(_) => "idempotency_key_invalid",
             Self::Conflict => "idempotency_conflict",
             Self::InFlight { .. } | Self::Accepted { .. } => "idempotency_in_flight",
-            Self::TenantMissing => "idempotency_tenant_missing",
+            Self::TenantMissing { .. } => "idempotency_tenant_missing",
             Self::StoreUnavailable { .. } => "idempotency_store_unavailable",
             Self::ResponseNotStored => "idempotency_response_not_stored",
             Self::BodyTooLarge { .. } => "idempotency_body_too_large",
@@ -101,7 +107,7 @@ impl IdempotencyError {
             Self::Conflict => "Conflict",
             Self::InFlight { .. } => "InFlight",
             Self::Accepted { .. } => "Accepted",
-            Self::TenantMissing => "TenantMissing",
+            Self::TenantMissing { .. } => "TenantMissing",
             Self::StoreUnavailable { .. } => "StoreUnavailable",
             Self::ResponseNotStored => "ResponseNotStored",
             Self::BodyTooLarge { .. } => "BodyTooLarge",
@@ -118,7 +124,7 @@ impl IdempotencyError {
             Self::Conflict => "Idempotency key reused with a different request",
             Self::InFlight { .. } => "Request with this idempotency key in progress",
             Self::Accepted { .. } => "Request with this idempotency key accepted",
-            Self::TenantMissing => "Tenant missing",
+            Self::TenantMissing { .. } => "Tenant missing",
             Self::StoreUnavailable { .. } => "Idempotency store unavailable",
             Self::ResponseNotStored => "Original response not stored",
             Self::BodyTooLarge { .. } => "Request body too large",
@@ -130,7 +136,7 @@ impl IdempotencyError {
     /// The status used unless the app overrides it (`conflict_status`).
     pub fn default_status(&self) -> StatusCode {
         match self {
-            Self::KeyMissing { .. } | Self::KeyInvalid(_) | Self::TenantMissing | Self::BodyUnreadable => {
+            Self::KeyMissing { .. } | Self::KeyInvalid(_) | Self::TenantMissing { .. } | Self::BodyUnreadable => {
                 StatusCode::BAD_REQUEST
             }
             Self::Conflict | Self::InFlight { .. } | Self::ResponseNotStored => StatusCode::CONFLICT,

@@ -32,6 +32,7 @@ pub mod record;
 mod replay;
 pub mod route;
 pub mod store;
+mod tenant;
 
 pub use config::{Idempotency, IdempotencyBuilder, Stats};
 pub use error::IdempotencyError;
@@ -45,6 +46,7 @@ pub use store::{CachedStore, Claim, ExpiringStore, FencingToken, Lookup, MemoryS
 pub use store::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder};
+pub use tenant::MissingTenant;
 
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]

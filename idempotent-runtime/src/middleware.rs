@@ -40,7 +40,8 @@
 //!   the middleware's claim and runs the engine with its own options. Meanwhile the middleware
 //!   treats a record fingerprinted in the other mode (`"body"` or `"json"`) as this request's
 //!   own, so a retry of a request an annotated handler stored (on another worker or replica) is
-//!   a replay, never a conflict.
+//!   a replay, never a conflict. (Such a replay, answered before the worker has seen the route
+//!   run, is reported under the middleware's name.)
 //!
 //! [`except`](IdempotentMiddleware::except) still leaves a path to its handlers without the
 //! middleware looking at it at all.

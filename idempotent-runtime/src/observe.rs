@@ -80,7 +80,7 @@ impl Outcome {
             IdempotencyError::HandlerFailed => Self::Released,
             IdempotencyError::KeyMissing { .. }
             | IdempotencyError::KeyInvalid(_)
-            | IdempotencyError::TenantMissing
+            | IdempotencyError::TenantMissing { .. }
             | IdempotencyError::ResponseNotStored
             | IdempotencyError::BodyTooLarge { .. }
             | IdempotencyError::BodyUnreadable => Self::Rejected,
