@@ -141,6 +141,37 @@
 //! scope is governed by its own attribute: see [`middleware`] for how the middleware learns
 //! which routes lead to annotated handlers.
 //!
+//! # Testing
+//!
+//! Apps without a registered configuration share one process-wide store, so tests that reuse
+//! a key would replay each other's responses: register [`testing::isolated()`] in each test's
+//! app. An annotated handler's signature is rewritten, so it cannot be called as a plain
+//! function; [`testing::call_with`] sends a request to it through a one-route app:
+//!
+//! ```
+//! use actix_web::{test::TestRequest, web, HttpResponse};
+//! use idempotent_actix::{idempotent, testing, IdempotencyKey};
+//!
+//! #[idempotent(required = true)]
+//! async fn create_order(key: IdempotencyKey, order: web::Json<serde_json::Value>) -> HttpResponse {
+//!     HttpResponse::Created().json(serde_json::json!({ "key": key.key(), "order": order.into_inner() }))
+//! }
+//!
+//! # #[actix_web::main]
+//! # async fn main() {
+//! let idempotency = testing::isolated();
+//! let request = || TestRequest::post().insert_header(("Idempotency-Key", "k1")).set_json(serde_json::json!({"item": "book"}));
+//! let first = testing::call_with(&idempotency, create_order, request()).await;
+//! assert_eq!(first.status(), 201);
+//! let retry = testing::call_with(&idempotency, create_order, request()).await;
+//! assert_eq!(retry.headers().get("idempotency-replayed").unwrap(), "true");
+//! # }
+//! ```
+//!
+//! A `#[post("/orders")]` handler is a service: test it with
+//! `actix_web::test::init_service(App::new().app_data(testing::isolated()).service(create_order))`.
+//! [`IdempotencyKey`] gives the handler the key (and tenant), e.g. to forward it downstream.
+//!
 //! # Observability
 //!
 //! Every keyed request ends in one [`Outcome`] (`executed`, `replayed`, `waited`, `conflict`,

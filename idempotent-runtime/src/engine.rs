@@ -49,7 +49,7 @@ use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flight, LeaderGuard, Role, Shared, State};
-use crate::key;
+use crate::key::{self, IdempotencyKey};
 use crate::observe::{self, Outcome};
 use crate::record::{Completion, Record};
 use crate::replay::{self, Captured};
@@ -247,9 +247,25 @@ struct Keyed {
     /// handler may govern.
     alt: Option<Fingerprint>,
     body: Bytes,
+    /// The key when it came from the body; a header key is read again for the extractor.
+    key_from_body: Option<String>,
+    tenant: Option<String>,
 }
 
 impl Keyed {
+    /// Makes the key available to the handler's [`IdempotencyKey`] extractor.
+    fn expose(&self, req: &HttpRequest, route: &Route) {
+        let key = match &self.key_from_body {
+            Some(key) => key.clone(),
+            None => match key::from_headers(req.headers(), route.header()) {
+                Ok(Some(key)) => key.into_owned(),
+                _ => return,
+            },
+        };
+        req.extensions_mut()
+            .insert(IdempotencyKey::new(key, self.tenant.clone()));
+    }
+
     /// Whether a record or claim with `fingerprint` was made by this same request.
     fn is_same_request(&self, fingerprint: Fingerprint) -> bool {
         fingerprint == self.fingerprint || Some(fingerprint) == self.alt
@@ -266,21 +282,18 @@ async fn prepare(
     let options = route.options();
     let header_key = key::from_headers(req.headers(), route.header()).map_err(IdempotencyError::KeyInvalid)?;
     let missing = || IdempotencyError::KeyMissing { header: options.header };
-    let (key, tenant, body) = match (header_key, options.key_from) {
+    let (key, tenant, body, from_body) = match (header_key, options.key_from) {
         (Some(key), _) => {
             let tenant = tenant(route, config, req, upstream.is_some())?;
-            (
-                key,
-                tenant,
-                read_body(payload, req, config.inner.max_request_bytes).await?,
-            )
+            let body = read_body(payload, req, config.inner.max_request_bytes).await?;
+            (key, tenant, body, false)
         }
         (None, None) if options.required => return Err(missing()),
         (None, None) => return Ok(Prepared::Unprotected(payload)),
         (None, Some(pointer)) => {
             let body = read_body(payload, req, config.inner.max_request_bytes).await?;
             match key_from_body(&body, pointer)? {
-                Some(key) => (key.into(), tenant(route, config, req, upstream.is_some())?, body),
+                Some(key) => (key.into(), tenant(route, config, req, upstream.is_some())?, body, true),
                 None if options.required => return Err(missing()),
                 None => return Ok(Prepared::Unprotected(dev::Payload::from(body))),
             }
@@ -301,6 +314,8 @@ async fn prepare(
         fingerprint,
         alt,
         body,
+        key_from_body: from_body.then(|| key.into_owned()),
+        tenant,
     }))
 }
 
@@ -634,6 +649,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
         Fut: Future<Output = HttpResponse>,
     {
         self.guard.running();
+        self.keyed.expose(&req, &self.route);
         // The app's hook needs the request, which moves into the handler (a middleware's inner
         // service routes it, which it may only do as its sole owner) and goes down with it if it
         // panics: with a hook, the answer to a panic is rendered now.

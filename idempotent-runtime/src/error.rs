@@ -72,6 +72,18 @@ pub enum IdempotencyError {
     HandlerFailed,
 }
 
+/// As an extractor's error ([`crate::IdempotencyKey`]): the problem document, with the
+/// error's default status.
+impl actix_web::ResponseError for IdempotencyError {
+    fn status_code(&self) -> StatusCode {
+        self.default_status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.problem_response(self.default_status())
+    }
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]

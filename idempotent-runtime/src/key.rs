@@ -4,8 +4,12 @@
 //! RFC 8941 structured-field string (`Idempotency-Key: "abc"`), which is unquoted and unescaped.
 
 use std::borrow::Cow;
+use std::future::{ready, Ready};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
+use actix_web::{dev, FromRequest, HttpMessage, HttpRequest};
+
+use crate::error::IdempotencyError;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -25,6 +29,70 @@ pub enum KeyError {
     /// A quoted value that is not a valid structured-field string.
     #[error("the quoted key is not a valid structured-field string")]
     BadQuoting,
+}
+
+/// The idempotency key of the request a handler is running for, as an extractor: forward it to
+/// a downstream service that de-duplicates too (a payment provider, another idempotent API), so
+/// that a re-execution here (after a failure released the key, or a crashed replica's lease
+/// lapsed) is de-duplicated there.
+///
+/// Available to annotated handlers and to handlers behind [`crate::IdempotentMiddleware`] when
+/// the engine executes a keyed request. A request without a key (on a route that does not
+/// require one) has none: take `Option<IdempotencyKey>` there. Taken as `IdempotencyKey`, a
+/// missing key is a 400 `idempotency_key_missing` and the handler does not run.
+///
+/// ```
+/// use actix_web::{test, web, App, HttpResponse};
+/// use idempotent_runtime::{testing, IdempotencyKey, IdempotentMiddleware};
+///
+/// // With `#[idempotent]`, take it the same way: `async fn charge(key: IdempotencyKey)`.
+/// async fn charge(key: IdempotencyKey) -> HttpResponse {
+///     // e.g. provider.charge(amount).idempotency_key(format!("charge-{}", key.key()))
+///     HttpResponse::Created().body(format!("forwarded {}", key.key()))
+/// }
+///
+/// # #[actix_web::main]
+/// # async fn main() {
+/// let app = App::new().app_data(testing::isolated()).service(
+///     web::scope("").wrap(IdempotentMiddleware::new().required(true)).route("/charges", web::post().to(charge)),
+/// );
+/// let app = test::init_service(app).await;
+/// let request = test::TestRequest::post().uri("/charges").insert_header(("Idempotency-Key", "k-42")).to_request();
+/// assert_eq!(test::call_and_read_body(&app, request).await, "forwarded k-42");
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    key: String,
+    tenant: Option<String>,
+}
+
+impl IdempotencyKey {
+    pub(crate) fn new(key: String, tenant: Option<String>) -> Self {
+        Self { key, tenant }
+    }
+
+    /// The key as the client sent it (unquoted), or as taken from the body with `key_from`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The tenant of a `scope = "tenant"` route; `None` in global scope.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+}
+
+impl FromRequest for IdempotencyKey {
+    type Error = IdempotencyError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut dev::Payload) -> Self::Future {
+        let key = req.extensions().get::<Self>().cloned();
+        ready(key.ok_or(IdempotencyError::KeyMissing {
+            header: "Idempotency-Key",
+        }))
+    }
 }
 
 /// The key of a request: `Ok(None)` when absent, empty or whitespace-only.

@@ -16,6 +16,7 @@
 //! | `client` | the reqwest helper that retries writes with one key (feature `client`) |
 //! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
+//! | [`testing`] | an isolated configuration per test, and calling a handler without an app |
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -33,10 +34,12 @@ mod replay;
 pub mod route;
 pub mod store;
 mod tenant;
+pub mod testing;
 
 pub use config::{Idempotency, IdempotencyBuilder, Stats};
 pub use error::IdempotencyError;
 pub use fingerprint::Fingerprint;
+pub use key::IdempotencyKey;
 pub use middleware::IdempotentMiddleware;
 pub use observe::Outcome;
 pub use record::{Completion, Record, StoredResponse};

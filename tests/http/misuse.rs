@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::{post, web, HttpResponse};
-use idempotent_actix::{idempotent, Idempotency, IdempotentMiddleware, MemoryStore};
+use idempotent_actix::{idempotent, Idempotency, IdempotencyKey, IdempotentMiddleware, MemoryStore};
 use serde_json::json;
 
 use crate::support::{new_key, send, send_concurrently, serve_unconfigured_on, serve_with, Runs};
@@ -176,5 +176,59 @@ async fn concurrent_first_requests_to_an_annotated_handler_behind_the_middleware
             .all(|reply| reply.status == 201 && reply.body == replies[0].body),
         "{:?}",
         replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
+
+#[post("/forwarding")]
+#[idempotent(scope = "tenant")]
+async fn forwarding(runs: web::Data<Runs>, key: IdempotencyKey) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().json(json!({ "key": key.key(), "tenant": key.tenant() }))
+}
+
+async fn forwarding_unannotated(key: IdempotencyKey) -> HttpResponse {
+    HttpResponse::Created().json(json!({ "key": key.key(), "tenant": key.tenant() }))
+}
+
+#[actix_web::test]
+async fn a_handler_reads_its_key_and_tenant_to_forward_them_downstream() {
+    let config = Idempotency::builder()
+        .store(MemoryStore::default())
+        .tenant_from_header("X-Tenant-Id")
+        .build();
+    let server = serve_with(config, |cfg| {
+        cfg.service(forwarding).service(
+            web::scope("/mw")
+                .wrap(IdempotentMiddleware::new())
+                .route("/forwarding", web::post().to(forwarding_unannotated)),
+        );
+    });
+    let key = new_key();
+    for path in ["/forwarding", "/mw/forwarding"] {
+        let reply = send(
+            server
+                .post(path)
+                .insert_header(("Idempotency-Key", format!("\"{key}\"")))
+                .insert_header(("X-Tenant-Id", "acme")),
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{path}");
+        let expected_tenant = if path == "/forwarding" {
+            json!("acme")
+        } else {
+            json!(null)
+        };
+        assert_eq!(
+            reply.json(),
+            json!({ "key": key, "tenant": expected_tenant }),
+            "{path}: unquoted key"
+        );
+    }
+    let unkeyed = send(server.post("/mw/forwarding"), "").await;
+    assert_eq!(
+        unkeyed.problem_code(),
+        "idempotency_key_missing",
+        "no key to forward: the handler did not run"
     );
 }

@@ -98,6 +98,11 @@ impl MemoryStore {
             .clone()
     }
 
+    /// A default-sized store that is never shared, even when built on a worker thread.
+    pub(crate) fn private_default() -> Self {
+        Self::private(DEFAULT_CAPACITY)
+    }
+
     fn private(capacity_bytes: u64) -> Self {
         Self {
             inner: Arc::new(Inner {
