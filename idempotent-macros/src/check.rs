@@ -157,9 +157,14 @@ impl Builder {
             "crate" => self.krate = string(&arg, errors).and_then(|s| crate_path(&s, errors)),
             _ => {
                 let expected: Vec<String> = ARGUMENTS.iter().map(|a| format!("`{a}`")).collect();
+                let hint = did_you_mean(&name, ARGUMENTS.iter().copied())
+                    .map_or(String::new(), |a| format!(" did you mean `{a}`?"));
                 errors.push(
                     arg.name.span(),
-                    format!("unknown argument `{name}`; expected one of {}", expected.join(", ")),
+                    format!(
+                        "unknown argument `{name}`;{hint} expected one of {}",
+                        expected.join(", ")
+                    ),
                 );
             }
         }
@@ -184,7 +189,7 @@ impl Builder {
             cache: self.cache.map_or(Cache::Success, |(c, _)| c),
             fingerprint: self.fingerprint.unwrap_or(Fingerprint::Body),
             key_from: self.key_from,
-            krate: self.krate.unwrap_or_else(|| syn::parse_quote!(::idempotent_actix)),
+            krate: self.krate.unwrap_or_else(default_crate_path),
         }
     }
 }
@@ -243,15 +248,28 @@ fn choice<T: Copy>(arg: &RawArg, errors: &mut Errors, choices: &[(&str, T)]) -> 
         return Some(*choice);
     }
     let allowed: Vec<String> = choices.iter().map(|(name, _)| format!("`\"{name}\"`")).collect();
+    let hint = did_you_mean(&value, choices.iter().map(|(name, _)| *name))
+        .map_or(String::new(), |name| format!(" did you mean `\"{name}\"`?"));
     errors.push(
         s.span(),
         format!(
-            "unknown `{}` value `\"{value}\"`; expected one of {}",
+            "unknown `{}` value `\"{value}\"`;{hint} expected one of {}",
             arg.name,
             allowed.join(", ")
         ),
     );
     None
+}
+
+/// The candidate a typo most likely meant: close in spelling, ignoring case, `-` and `_`.
+fn did_you_mean<'a>(written: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let normalise = |text: &str| text.to_ascii_lowercase().replace('-', "_");
+    let written = normalise(written);
+    candidates
+        .map(|candidate| (strsim::damerau_levenshtein(&written, &normalise(candidate)), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
 }
 
 /// A valid use of the argument, shown in its errors.
@@ -329,7 +347,24 @@ fn crate_path(s: &LitStr, errors: &mut Errors) -> Option<syn::Path> {
         .ok()
 }
 
-/// The item must be an `async fn` without `self`; returns it when it is.
+/// Where generated code finds the facade: under the name the user's `Cargo.toml` gives it (a
+/// renamed dependency such as `idem = { package = "idempotent-actix" }` is found), else
+/// `::idempotent_actix`. The facade never uses the attribute itself, so when the crate being
+/// compiled *is* the facade, this is one of its examples, benches or doc tests, which see it
+/// as `idempotent_actix` too.
+fn default_crate_path() -> syn::Path {
+    match proc_macro_crate::crate_name("idempotent-actix") {
+        Ok(proc_macro_crate::FoundCrate::Name(name)) => {
+            let name = Ident::new(&name, Span::call_site());
+            syn::parse_quote!(::#name)
+        }
+        _ => syn::parse_quote!(::idempotent_actix),
+    }
+}
+
+/// The item must be an `async fn` without `self`; returns it when it is a function. A
+/// function written without `async` comes back with it, so that registering it (`.to(f)`,
+/// `#[post]`) adds no error to the one that says what to change.
 pub fn handler(item: syn::Item, errors: &mut Errors) -> Option<syn::ItemFn> {
     let syn::Item::Fn(function) = item else {
         errors.push(
@@ -338,13 +373,16 @@ pub fn handler(item: syn::Item, errors: &mut Errors) -> Option<syn::ItemFn> {
         );
         return None;
     };
-    let signature = &function.sig;
-    if signature.asyncness.is_none() {
+    let mut function = function;
+    if function.sig.asyncness.is_none() {
+        let fn_span = function.sig.fn_token.span;
         errors.push(
-            signature.fn_token.span,
+            fn_span,
             "`#[idempotent]` handlers must be `async fn`; add `async` before `fn`",
         );
+        function.sig.asyncness = Some(syn::Token![async](fn_span));
     }
+    let signature = &function.sig;
     if let Some(receiver) = signature.receiver() {
         errors.push(
             receiver.self_token.span,
@@ -513,7 +551,7 @@ mod tests {
     fn an_unknown_argument_lists_the_known_ones_and_is_never_a_duplicate() {
         assert_eq!(
             errors(quote!(ttll = "1h", ttll = "2h")),
-            ["unknown argument `ttll`; expected one of `ttl`, `scope`, `header`, `required`, `in_flight`, \
+            ["unknown argument `ttll`; did you mean `ttl`? expected one of `ttl`, `scope`, `header`, `required`, `in_flight`, \
                  `on_mismatch`, `cache`, `fingerprint`, `key_from`, `crate`"; 2]
         );
     }
@@ -564,6 +602,21 @@ mod tests {
                 )]
             );
         }
+    }
+
+    #[test]
+    fn a_typo_gets_a_suggestion_and_a_stranger_none() {
+        assert_eq!(did_you_mean("in_fligth", ARGUMENTS.iter().copied()), Some("in_flight"));
+        assert_eq!(did_you_mean("keyfrom", ARGUMENTS.iter().copied()), Some("key_from"));
+        assert_eq!(did_you_mean("TTL", ARGUMENTS.iter().copied()), Some("ttl"));
+        assert_eq!(did_you_mean("lifetime", ARGUMENTS.iter().copied()), None);
+        assert_eq!(
+            errors(quote!(in_flight = "rejects")),
+            [
+                "unknown `in_flight` value `\"rejects\"`; did you mean `\"reject\"`? expected one of `\"wait\"`, \
+             `\"reject\"`, `\"accept\"`"
+            ]
+        );
     }
 
     #[test]

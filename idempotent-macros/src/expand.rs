@@ -10,7 +10,7 @@
 //!     static __IDEMPOTENT_ROUTE: Route = Route::new(RouteOptions { .. });
 //!     handle(&__IDEMPOTENT_ROUTE, request, payload, |request, payload| async move {
 //!         // the user's extractors, one by one, on the (possibly buffered) payload
-//!         respond(__idempotent_handler(arg0).await, &request)
+//!         __idempotent_respond(__idempotent_handler(arg0).await, &request)
 //!     }).await
 //! }
 //! ```
@@ -23,8 +23,9 @@ use crate::attr;
 use crate::check::{self, Cache, Fingerprint, InFlight, OnMismatch, Options, Scope};
 use crate::errors::Errors;
 
-/// Entry point: on any error, the user's item comes back unchanged next to the errors, so
-/// `#[post]` and `.service(handler)` keep compiling and only the real mistakes are shown.
+/// Entry point: on any error, the user's item comes back unchanged next to the errors (a
+/// function written without `async` comes back with it), so `#[post]` and `.service(handler)`
+/// keep compiling and only the real mistakes are shown.
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let options = Options::from_args(attr::parse_args(args, &mut errors), &mut errors);
@@ -34,7 +35,8 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
         .and_then(|ast| check::handler(ast, &mut errors));
     match (errors.finish(), function) {
         (Ok(()), Some(function)) => rewrite(&options, function),
-        (Err(error), _) => with_errors(item, error),
+        (Err(error), Some(function)) => with_errors(quote!(#function), error),
+        (Err(error), None) => with_errors(item, error),
         (Ok(()), None) => unreachable!("a missing handler always records an error"),
     }
 }
@@ -86,7 +88,7 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
         syn::ReturnType::Default => sig.paren_token.span.close(),
     };
     let respond = quote_spanned! {output_span=>
-        #private::respond(__idempotent_handler(#(#arg_names),*).await, &#request)
+        __idempotent_respond(__idempotent_handler(#(#arg_names),*).await, &#request)
     };
     let route_options = route_options(options, name);
 
@@ -102,6 +104,14 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
             #inner_sig #block
 
             static __IDEMPOTENT_ROUTE: #private::Route = #private::Route::new(#route_options);
+
+            // Local, so that "not a responder" notes name this function, not the crate's internals.
+            fn __idempotent_respond<R: #private::Responder>(
+                __idempotent_output: R,
+                __idempotent_request: &#private::HttpRequest,
+            ) -> #private::HttpResponse {
+                #private::Responder::respond_to(__idempotent_output, __idempotent_request).map_into_boxed_body()
+            }
 
             #private::handle(
                 &__IDEMPOTENT_ROUTE,

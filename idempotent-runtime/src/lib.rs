@@ -58,17 +58,12 @@ pub mod __private {
     pub use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
     pub use actix_web::dev::Payload as DevPayload;
     pub use actix_web::web::Payload;
-    pub use actix_web::{FromRequest, HttpRequest, HttpResponse};
+    pub use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
 
     /// The response an extractor's error produces, as actix-web would send it, marked so the
     /// engine never stores it: the handler did not run.
     pub fn extractor_error(error: impl Into<actix_web::Error>, _req: &HttpRequest) -> HttpResponse {
         let error: actix_web::Error = error.into();
         crate::engine::not_executed(error.error_response())
-    }
-
-    /// The handler's output as a response.
-    pub fn respond<R: actix_web::Responder>(output: R, req: &HttpRequest) -> HttpResponse {
-        output.respond_to(req).map_into_boxed_body()
     }
 }

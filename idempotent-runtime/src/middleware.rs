@@ -46,9 +46,10 @@
 //! [`except`](IdempotentMiddleware::except) still leaves a path to its handlers without the
 //! middleware looking at it at all.
 //!
-//! Responses of the inner service are stored under the cache policy like a handler's; an
-//! error the inner service returns (for example an extractor's 400) is a response like any
-//! other: under the default policy (2xx only) it is not stored.
+//! Responses of the inner service are stored under the cache policy like a handler's. As with
+//! the attribute, the errors of actix-web's extractors (`web::Json`, `web::Path`, `web::Query`,
+//! `web::Form`, the payload and header extractors) are never stored, whatever the policy: the
+//! handler did not run. The errors of your own extractors are responses like any other.
 //!
 //! # Panics
 //!
@@ -313,6 +314,22 @@ impl std::ops::Deref for SharedRoute {
     }
 }
 
+/// Whether actix-web answered with one of its extractors' errors (a body, path, query or form
+/// the handler's arguments refused): the handler did not run, so, as with `#[idempotent]`,
+/// the answer is never stored and the corrected request may reuse the key.
+fn refused_by_an_extractor(response: &HttpResponse) -> bool {
+    use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError, UrlencodedError};
+    let Some(error) = response.error() else {
+        return false;
+    };
+    error.as_error::<JsonPayloadError>().is_some()
+        || error.as_error::<PathError>().is_some()
+        || error.as_error::<QueryPayloadError>().is_some()
+        || error.as_error::<UrlencodedError>().is_some()
+        || error.as_error::<PayloadError>().is_some()
+        || error.as_error::<actix_web::error::ParseError>().is_some()
+}
+
 /// The service [`IdempotentMiddleware`] wraps around an `App` or `Scope`.
 pub struct IdempotentService<S> {
     service: Rc<S>,
@@ -359,7 +376,11 @@ where
                         Ok(response) => {
                             let (request, response) = response.into_parts();
                             *kept.borrow_mut() = Some(request);
-                            response.map_into_boxed_body()
+                            let response = response.map_into_boxed_body();
+                            match refused_by_an_extractor(&response) {
+                                true => engine::not_executed(response),
+                                false => response,
+                            }
                         }
                         Err(error) => HttpResponse::from_error(error),
                     }

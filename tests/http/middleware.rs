@@ -300,3 +300,18 @@ async fn a_middleware_wrapping_a_scope_reads_the_scopes_configuration() {
     let retry = send_keyed(server.post("/v1/orders"), &key, &json!({})).await;
     assert_eq!(retry.header("x-scope-replayed"), Some("true"));
 }
+
+/// Under `cache = "non-server-error"` the middleware used to store an extractor's 400, while
+/// the attribute never stores one: the corrected request with the same key got the 400 back.
+#[actix_web::test]
+async fn an_extractor_error_is_not_stored_under_any_policy_as_with_the_attribute() {
+    let middleware = IdempotentMiddleware::new().cache(idempotent_actix::CachePolicy::NonServerError);
+    let server = serve(scope_with(middleware));
+    let key = new_key();
+    let bad = send_keyed(server.post("/v1/json"), &key, &json!({ "quantity": -1 })).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let corrected = send_keyed(server.post("/v1/json"), &key, &json!({ "quantity": 1 })).await;
+    assert_eq!(corrected.status, StatusCode::CREATED, "{corrected:?}");
+    assert!(!corrected.is_replay());
+    assert_eq!(server.runs(), 1);
+}

@@ -7,5 +7,5 @@ fn create() -> HttpResponse {
 }
 
 fn main() {
-    let _ = App::new().route("/x", web::post().to(|| async { create() }));
+    let _ = App::new().route("/x", web::post().to(create));
 }
