@@ -16,6 +16,7 @@
 //! | `client` | the reqwest helper that retries writes with one key (feature `client`) |
 //! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
+//! | [`profile`] | presets that answer in a known API's wire format (Stripe's) |
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -28,6 +29,7 @@ mod flight;
 pub mod key;
 pub mod middleware;
 pub mod observe;
+pub mod profile;
 pub mod record;
 mod replay;
 pub mod route;
