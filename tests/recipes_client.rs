@@ -17,6 +17,9 @@ mod agent_safe_writes;
 #[path = "../examples/recipes/required_header.rs"]
 mod required_header;
 
+#[path = "support/faulty_store.rs"]
+mod faulty_store;
+
 /// A layer that loses the first answers after the handler produced them, answering 502 instead,
 /// like a gateway whose upstream connection dropped: the operation ran, the client cannot know.
 mod lost_answers {
@@ -218,6 +221,7 @@ mod pacspace {
     use crate::agent_safe_writes::{
         agent_client, configure, emit, idempotency_key, Delta, Environment, Environments, Ledger,
     };
+    use crate::faulty_store::FaultyStore;
     use crate::lost_answers::losing_first;
     use crate::support::{
         new_key, send, send_concurrently, send_json, serve_unconfigured as serve, wait_until, Reply, TestServer,
@@ -359,6 +363,25 @@ mod pacspace {
         assert_eq!(live_on_b.body, live_on_a.body);
         assert!(!test_on_b.is_replay(), "the test: namespace is apart");
         assert_eq!((ledger_a.deltas(), ledger_b.deltas()), (1, 1));
+    }
+
+    #[actix_web::test]
+    async fn a_store_outage_is_503_service_unavailable_with_retry_after_seconds_for_the_sdk() {
+        let ledger = web::Data::new(Ledger::default());
+        let store = FaultyStore::with(|faults| &faults.down);
+        let server = serve(routes(&ledger, Arc::new(store)));
+
+        let unavailable = send_delta(&server, "pk_live_demo", &new_key(), &delta("ref-1", -1.0)).await;
+
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        let error = &unavailable.json()["error"];
+        assert_eq!(error["code"], "SERVICE_UNAVAILABLE", "{error}");
+        assert_eq!(
+            error["retryAfterSeconds"], 1,
+            "the delay the SDK waits before its retry"
+        );
+        assert_eq!(unavailable.header("retry-after"), Some("1"));
+        assert_eq!(ledger.deltas(), 0);
     }
 
     #[actix_web::test]

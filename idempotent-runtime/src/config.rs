@@ -402,8 +402,8 @@ impl IdempotencyBuilder {
     ///
     /// let redelivery = test::call_service(&app, deliver().to_request()).await;
     /// assert_eq!(redelivery.status(), 200);
-    /// assert_eq!(redelivery.headers()["content-type"], "application/json");
-    /// assert_eq!(redelivery.headers()["idempotency-replayed"], "true");
+    /// assert_eq!(redelivery.headers().get("content-type").unwrap(), "application/json");
+    /// assert_eq!(redelivery.headers().get("idempotency-replayed").unwrap(), "true");
     /// assert_eq!(test::read_body(redelivery).await, r#"{"duplicate":true,"received":true}"#);
     /// # });
     /// ```
