@@ -28,7 +28,11 @@ mod agent_safe_writes;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use actix_web::web;
 use serde_json::Value;
+
+use crate::proxy::Proxy;
+use crate::support::TestServer;
 
 /// One SDK script of `tests/python/` and the package it needs, at its pinned version.
 struct Sdk {
@@ -115,6 +119,36 @@ impl Sdk {
     }
 }
 
+/// A recipe's server behind the proxy, and the state its handlers count executions in.
+struct Stack<S> {
+    state: web::Data<S>,
+    proxy: Proxy,
+    _server: TestServer,
+}
+
+impl<S> Stack<S> {
+    async fn new(state: web::Data<S>, server: TestServer) -> Self {
+        let proxy = Proxy::start(&server.addr().to_string()).await;
+        Self {
+            state,
+            proxy,
+            _server: server,
+        }
+    }
+
+    /// Runs `scenario` of `sdk` through the proxy: what it printed, and how many answers the
+    /// server sent meanwhile (dropped ones included).
+    async fn run(&self, sdk: &Sdk, scenario: &'static str) -> (Value, u64) {
+        let mut result = Value::Null;
+        let base_url = format!("http://{}", self.proxy.addr());
+        let round_trips = self
+            .proxy
+            .round_trips_during(async { result = sdk.run(base_url, scenario).await })
+            .await;
+        (result, round_trips)
+    }
+}
+
 /// Stripe's SDK against `POST /v1/customers` of the Stripe-compatible profile.
 mod stripe {
     use std::sync::atomic::Ordering;
@@ -123,32 +157,14 @@ mod stripe {
     use idempotent_actix::Idempotency;
 
     use crate::faulty_store::FaultyStore;
-    use crate::proxy::Proxy;
     use crate::stripe_compatible::{configure, idempotency, Customers};
-    use crate::support::{serve_recipe, wait_until, TestServer};
-    use crate::STRIPE;
+    use crate::support::{serve_recipe, wait_until};
+    use crate::{Stack, STRIPE};
 
-    struct Stack {
-        customers: web::Data<Customers>,
-        proxy: Proxy,
-        _server: TestServer,
-    }
-
-    async fn start(idempotency: Idempotency) -> Stack {
+    async fn start(idempotency: Idempotency) -> Stack<Customers> {
         let customers = web::Data::new(Customers::default());
         let server = serve_recipe(customers.clone(), idempotency, configure);
-        let proxy = Proxy::start(&server.addr().to_string()).await;
-        Stack {
-            customers,
-            proxy,
-            _server: server,
-        }
-    }
-
-    impl Stack {
-        fn base_url(&self) -> String {
-            format!("http://{}", self.proxy.addr())
-        }
+        Stack::new(customers, server).await
     }
 
     #[actix_web::test]
@@ -159,11 +175,7 @@ mod stripe {
         let stack = start(idempotency()).await;
         stack.proxy.drop_answers(1);
 
-        let mut customer = serde_json::Value::Null;
-        let round_trips = stack
-            .proxy
-            .round_trips_during(async { customer = STRIPE.run(stack.base_url(), "create").await })
-            .await;
+        let (customer, round_trips) = stack.run(&STRIPE, "create").await;
 
         assert_eq!(round_trips, 2, "the lost answer, then the retry: {customer}");
         assert_eq!(customer["object"], "customer");
@@ -173,7 +185,7 @@ mod stripe {
             customer["replayed"], "true",
             "Idempotent-Replayed on the retry's answer"
         );
-        assert_eq!(stack.customers.created(), 1);
+        assert_eq!(stack.state.created(), 1);
     }
 
     #[actix_web::test]
@@ -183,18 +195,14 @@ mod stripe {
         }
         let stack = start(idempotency()).await;
 
-        let mut result = serde_json::Value::Null;
-        let round_trips = stack
-            .proxy
-            .round_trips_during(async { result = STRIPE.run(stack.base_url(), "conflict").await })
-            .await;
+        let (result, round_trips) = stack.run(&STRIPE, "conflict").await;
 
         assert_eq!(result["first"]["object"], "customer");
         assert_eq!(result["first"]["replayed"], serde_json::Value::Null);
         assert_eq!(result["second"]["error"], "IdempotencyError", "{result}");
         assert_eq!(result["second"]["http_status"], 400);
         assert_eq!(round_trips, 2, "the conflict was not retried");
-        assert_eq!(stack.customers.created(), 1);
+        assert_eq!(stack.state.created(), 1);
     }
 
     #[actix_web::test]
@@ -204,18 +212,14 @@ mod stripe {
         }
         let stack = start(idempotency()).await;
 
-        let mut result = serde_json::Value::Null;
-        let round_trips = stack
-            .proxy
-            .round_trips_during(async { result = STRIPE.run(stack.base_url(), "in_flight").await })
-            .await;
+        let (result, round_trips) = stack.run(&STRIPE, "in_flight").await;
 
         let (first, duplicate) = (&result["first"], &result["duplicate"]);
         assert_eq!(first["object"], "customer", "{result}");
         assert_eq!(duplicate["id"], first["id"], "{result}");
         assert_eq!(duplicate["replayed"], "true");
         assert!(round_trips >= 3, "the duplicate got 409 and was retried: {round_trips}");
-        assert_eq!(stack.customers.created(), 1);
+        assert_eq!(stack.state.created(), 1);
     }
 
     #[actix_web::test]
@@ -231,11 +235,7 @@ mod stripe {
             store.faults.down.store(false, Ordering::SeqCst);
         });
 
-        let mut customer = serde_json::Value::Null;
-        let round_trips = stack
-            .proxy
-            .round_trips_during(async { customer = STRIPE.run(stack.base_url(), "create").await })
-            .await;
+        let (customer, round_trips) = stack.run(&STRIPE, "create").await;
         recovery.await.expect("the store recovered");
 
         assert_eq!(round_trips, 2, "the 503, then the retry: {customer}");
@@ -245,7 +245,7 @@ mod stripe {
             serde_json::Value::Null,
             "the retry ran the create"
         );
-        assert_eq!(stack.customers.created(), 1);
+        assert_eq!(stack.state.created(), 1);
     }
 
     #[actix_web::test]
@@ -255,11 +255,11 @@ mod stripe {
         }
         let stack = start(idempotency()).await;
 
-        let error = STRIPE.run(stack.base_url(), "unauthenticated").await;
+        let (error, _) = stack.run(&STRIPE, "unauthenticated").await;
 
         assert_eq!(error["error"], "AuthenticationError", "{error}");
         assert_eq!(error["http_status"], 401);
-        assert_eq!(stack.customers.created(), 0);
+        assert_eq!(stack.state.created(), 0);
     }
 }
 
@@ -271,17 +271,10 @@ mod pacspace {
     use idempotent_actix::MemoryStore;
 
     use crate::agent_safe_writes::{configure, Environments, Ledger};
-    use crate::proxy::Proxy;
-    use crate::support::{serve_unconfigured, TestServer};
-    use crate::PACSPACE;
+    use crate::support::serve_unconfigured;
+    use crate::{Stack, PACSPACE};
 
-    struct Stack {
-        ledger: web::Data<Ledger>,
-        proxy: Proxy,
-        _server: TestServer,
-    }
-
-    async fn start() -> Stack {
+    async fn start() -> Stack<Ledger> {
         let ledger = web::Data::new(Ledger::default());
         let environments = Environments::sharing(Arc::new(MemoryStore::default()));
         let app_ledger = ledger.clone();
@@ -289,18 +282,7 @@ mod pacspace {
             cfg.app_data(app_ledger.clone());
             configure(environments.clone())(cfg);
         });
-        let proxy = Proxy::start(&server.addr().to_string()).await;
-        Stack {
-            ledger,
-            proxy,
-            _server: server,
-        }
-    }
-
-    impl Stack {
-        fn base_url(&self) -> String {
-            format!("http://{}", self.proxy.addr())
-        }
+        Stack::new(ledger, server).await
     }
 
     #[actix_web::test]
@@ -311,18 +293,14 @@ mod pacspace {
         let stack = start().await;
         stack.proxy.drop_answers(1);
 
-        let mut delta = serde_json::Value::Null;
-        let round_trips = stack
-            .proxy
-            .round_trips_during(async { delta = PACSPACE.run(stack.base_url(), "emit").await })
-            .await;
+        let (delta, round_trips) = stack.run(&PACSPACE, "emit").await;
 
         assert_eq!(round_trips, 2, "the lost answer, then the retry: {delta}");
         assert!(delta["recordId"].is_string(), "the SDK unwrapped the data: {delta}");
         assert_eq!(delta["status"], "QUEUED");
         assert_eq!(delta["customerId"], "cus_1");
         assert_eq!(delta["livemode"], true);
-        assert_eq!(stack.ledger.deltas(), 1);
+        assert_eq!(stack.state.deltas(), 1);
     }
 
     #[actix_web::test]
@@ -332,17 +310,13 @@ mod pacspace {
         }
         let stack = start().await;
 
-        let mut result = serde_json::Value::Null;
-        let round_trips = stack
-            .proxy
-            .round_trips_during(async { result = PACSPACE.run(stack.base_url(), "conflict").await })
-            .await;
+        let (result, round_trips) = stack.run(&PACSPACE, "conflict").await;
 
         assert!(result["first"]["recordId"].is_string(), "{result}");
         assert_eq!(result["second"]["status"], 409, "{result}");
         assert_eq!(result["second"]["code"], "IDEMPOTENCY_CONFLICT");
         assert_eq!(round_trips, 2, "the SDK never retries a conflict");
-        assert_eq!(stack.ledger.deltas(), 1);
+        assert_eq!(stack.state.deltas(), 1);
     }
 
     #[actix_web::test]
@@ -352,7 +326,7 @@ mod pacspace {
         }
         let stack = start().await;
 
-        let result = PACSPACE.run(stack.base_url(), "pending").await;
+        let (result, _) = stack.run(&PACSPACE, "pending").await;
 
         let answers = result["duplicate"].as_array().expect("the duplicate's answers");
         assert_eq!(answers[0]["code"], "IDEMPOTENCY_PENDING", "{result}");
@@ -360,7 +334,7 @@ mod pacspace {
         let last = answers.last().unwrap();
         assert!(result["first"]["recordId"].is_string(), "{result}");
         assert_eq!(last["recordId"], result["first"]["recordId"], "{result}");
-        assert_eq!(stack.ledger.deltas(), 1);
+        assert_eq!(stack.state.deltas(), 1);
     }
 
     #[actix_web::test]
@@ -370,10 +344,10 @@ mod pacspace {
         }
         let stack = start().await;
 
-        let error = PACSPACE.run(stack.base_url(), "unknown_key").await;
+        let (error, _) = stack.run(&PACSPACE, "unknown_key").await;
 
         assert_eq!(error["error"], "InvalidApiKeyError", "{error}");
         assert_eq!(error["status"], 401);
-        assert_eq!(stack.ledger.deltas(), 0);
+        assert_eq!(stack.state.deltas(), 0);
     }
 }
