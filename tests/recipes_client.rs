@@ -17,6 +17,9 @@ mod agent_safe_writes;
 #[path = "../examples/recipes/required_header.rs"]
 mod required_header;
 
+#[path = "support/faulty_store.rs"]
+mod faulty_store;
+
 /// A layer that loses the first answers after the handler produced them, answering 502 instead,
 /// like a gateway whose upstream connection dropped: the operation ran, the client cannot know.
 mod lost_answers {
@@ -218,6 +221,7 @@ mod pacspace {
     use crate::agent_safe_writes::{
         agent_client, configure, emit, idempotency_key, Delta, Environment, Environments, Ledger,
     };
+    use crate::faulty_store::FaultyStore;
     use crate::lost_answers::losing_first;
     use crate::support::{
         new_key, send, send_concurrently, send_json, serve_unconfigured as serve, wait_until, Reply, TestServer,
@@ -239,19 +243,19 @@ mod pacspace {
         (serve(routes(&ledger, Arc::new(MemoryStore::default()))), ledger)
     }
 
-    fn delta(reference_id: &str, amount: i64) -> Delta {
+    fn delta(reference_id: &str, amount: f64) -> Delta {
         Delta {
             customer_id: "cus_1".into(),
             delta: amount,
             reason: "api-call".into(),
-            reference_id: reference_id.into(),
+            reference_id: Some(reference_id.into()),
         }
     }
 
     fn post_delta(server: &TestServer, api_key: &str, key: &str) -> awc::ClientRequest {
         server
             .post("/api/v1/balance/delta")
-            .insert_header(("Authorization", format!("Bearer {api_key}")))
+            .insert_header(("X-Api-Key", api_key))
             .insert_header(("Idempotency-Key", key))
     }
 
@@ -269,7 +273,7 @@ mod pacspace {
     #[actix_web::test]
     async fn a_duplicate_of_a_running_write_gets_202_and_a_later_retry_the_original() {
         let (server, ledger) = start();
-        let (key, delta) = (new_key(), delta("ref-1", -1));
+        let (key, delta) = (new_key(), delta("ref-1", -1.0));
         let slow = post_delta(&server, "pk_live_demo", &key)
             .insert_header(("X-Demo-Delay-Ms", "800"))
             .content_type("application/json");
@@ -281,7 +285,8 @@ mod pacspace {
         let later = send_delta(&server, "pk_live_demo", &key, &delta).await;
 
         assert_eq!(duplicate.status, StatusCode::ACCEPTED);
-        assert_eq!(duplicate.problem_code(), "idempotency_in_flight");
+        assert_eq!(duplicate.json()["code"], "IDEMPOTENCY_PENDING", "what the SDK reads");
+        assert_eq!(duplicate.json()["retryAfterSeconds"], 1);
         assert_eq!(duplicate.header("retry-after"), Some("1"));
         assert_eq!(first.status, StatusCode::CREATED);
         assert!(later.is_replay());
@@ -294,11 +299,12 @@ mod pacspace {
         let (server, ledger) = start();
         let key = new_key();
 
-        send_delta(&server, "pk_live_demo", &key, &delta("ref-1", -1)).await;
-        let changed = send_delta(&server, "pk_live_demo", &key, &delta("ref-1", -2)).await;
+        send_delta(&server, "pk_live_demo", &key, &delta("ref-1", -1.0)).await;
+        let changed = send_delta(&server, "pk_live_demo", &key, &delta("ref-1", -2.0)).await;
 
         assert_eq!(changed.status, StatusCode::CONFLICT);
-        assert_eq!(changed.problem_code(), "idempotency_conflict");
+        assert_eq!(changed.json()["success"], false);
+        assert_eq!(changed.json()["error"]["code"], "IDEMPOTENCY_CONFLICT");
         assert_eq!(ledger.deltas(), 1);
     }
 
@@ -309,7 +315,7 @@ mod pacspace {
         let checkpoint = || {
             server
                 .post("/api/v1/balance/checkpoint")
-                .insert_header(("Authorization", "Bearer pk_live_demo"))
+                .insert_header(("X-Api-Key", "pk_live_demo"))
                 .insert_header(("Idempotency-Key", key.as_str()))
         };
 
@@ -325,7 +331,7 @@ mod pacspace {
     #[actix_web::test]
     async fn sandbox_and_production_never_share_a_key_in_one_store() {
         let (server, ledger) = start();
-        let (key, delta) = (new_key(), delta("ref-1", -1));
+        let (key, delta) = (new_key(), delta("ref-1", -1.0));
 
         let live = send_delta(&server, "pk_live_demo", &key, &delta).await;
         let test = send_delta(&server, "pk_test_demo", &key, &delta).await;
@@ -334,8 +340,8 @@ mod pacspace {
 
         assert_eq!((live.status, test.status), (StatusCode::CREATED, StatusCode::CREATED));
         assert!(!test.is_replay(), "Sandbox never sees Production's response");
-        assert_eq!(live.json()["livemode"], true);
-        assert_eq!(test.json()["livemode"], false);
+        assert_eq!(live.json()["data"]["livemode"], true);
+        assert_eq!(test.json()["data"]["livemode"], false);
         assert_eq!(live_retry.body, live.body);
         assert_eq!(test_retry.body, test.body);
         assert_eq!(ledger.deltas(), 2);
@@ -347,7 +353,7 @@ mod pacspace {
         let (ledger_a, ledger_b) = (web::Data::new(Ledger::default()), web::Data::new(Ledger::default()));
         let replica_a = serve(routes(&ledger_a, Arc::clone(&store)));
         let replica_b = serve(routes(&ledger_b, store));
-        let (key, delta) = (new_key(), delta("ref-1", -1));
+        let (key, delta) = (new_key(), delta("ref-1", -1.0));
 
         let live_on_a = send_delta(&replica_a, "pk_live_demo", &key, &delta).await;
         let live_on_b = send_delta(&replica_b, "pk_live_demo", &key, &delta).await;
@@ -360,17 +366,37 @@ mod pacspace {
     }
 
     #[actix_web::test]
-    async fn an_unknown_api_key_is_401() {
-        let (server, ledger) = start();
+    async fn a_store_outage_is_503_service_unavailable_with_retry_after_seconds_for_the_sdk() {
+        let ledger = web::Data::new(Ledger::default());
+        let store = FaultyStore::with(|faults| &faults.down);
+        let server = serve(routes(&ledger, Arc::new(store)));
 
-        let unknown = send_delta(&server, "sk_other", &new_key(), &delta("ref-1", -1)).await;
+        let unavailable = send_delta(&server, "pk_live_demo", &new_key(), &delta("ref-1", -1.0)).await;
 
-        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        let error = &unavailable.json()["error"];
+        assert_eq!(error["code"], "SERVICE_UNAVAILABLE", "{error}");
+        assert_eq!(
+            error["retryAfterSeconds"], 1,
+            "the delay the SDK waits before its retry"
+        );
+        assert_eq!(unavailable.header("retry-after"), Some("1"));
         assert_eq!(ledger.deltas(), 0);
     }
 
     #[actix_web::test]
-    async fn a_redelivered_webhook_event_is_queued_once_and_answered_200() {
+    async fn an_unknown_api_key_is_401() {
+        let (server, ledger) = start();
+
+        let unknown = send_delta(&server, "sk_other", &new_key(), &delta("ref-1", -1.0)).await;
+
+        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(unknown.json()["error"]["code"], "INVALID_API_KEY");
+        assert_eq!(ledger.deltas(), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_redelivered_webhook_event_is_queued_once_and_answered_200_duplicate() {
         let (server, ledger) = start();
         let event_id = format!("evt_{}", new_key());
 
@@ -378,9 +404,19 @@ mod pacspace {
         let redelivery = deliver(&server, "live", &event_id).await;
 
         assert_eq!((first.status, redelivery.status), (StatusCode::OK, StatusCode::OK));
-        assert_eq!(first.json(), json!({ "received": true }));
+        assert_eq!(
+            first.json(),
+            json!({ "received": true }),
+            "the hook never runs on the first"
+        );
+        assert!(!first.is_replay());
         assert!(redelivery.is_replay());
-        assert_eq!(redelivery.body, first.body);
+        assert_eq!(redelivery.json(), json!({ "received": true, "duplicate": true }));
+        assert_eq!(
+            redelivery.header_list(&["date", "content-length", "idempotency-replayed"]),
+            first.header_list(&["date", "content-length"]),
+            "status and headers kept"
+        );
         assert_eq!(ledger.events(), vec![event_id]);
     }
 
@@ -399,6 +435,9 @@ mod pacspace {
         .await;
 
         assert!(replies.iter().all(|reply| reply.status == StatusCode::OK));
+        let duplicate = json!({ "received": true, "duplicate": true });
+        let duplicates = replies.iter().filter(|reply| reply.json() == duplicate).count();
+        assert_eq!(duplicates, 199, "the replays of waiters go through the hook too");
         assert_eq!(ledger.events(), vec![event_id]);
     }
 
@@ -424,7 +463,8 @@ mod pacspace {
     async fn the_agent_key_is_environment_and_reference_id_and_survives_a_lost_answer() {
         let ledger = web::Data::new(Ledger::default());
         let server = serve(losing_first(1, routes(&ledger, Arc::new(MemoryStore::default()))));
-        let delta = delta(&format!("acme:emit:2024-06:{}", new_key()), -1);
+        let reference_id = format!("acme:emit:2024-06:{}", new_key());
+        let delta = delta(&reference_id, -1.0);
 
         let response = emit(&agent_client(), server.base(), "pk_live_demo", &delta)
             .await
@@ -432,8 +472,8 @@ mod pacspace {
 
         assert_eq!(response.status(), StatusCode::CREATED.as_u16());
         let outcome = response.retry_outcome().unwrap();
-        assert_eq!(outcome.key(), format!("live:{}", delta.reference_id));
-        assert_eq!(outcome.key(), idempotency_key(Environment::Live, &delta));
+        assert_eq!(outcome.key(), format!("live:{reference_id}"));
+        assert_eq!(outcome.key(), idempotency_key(Environment::Live, &reference_id));
         assert_eq!(outcome.attempts(), 2);
         assert!(outcome.replayed());
         assert_eq!(ledger.deltas(), 1);
@@ -445,10 +485,10 @@ mod pacspace {
         let client = agent_client();
         let reference = format!("ref-{}", new_key());
 
-        emit(&client, server.base(), "pk_test_demo", &delta(&reference, -1))
+        emit(&client, server.base(), "pk_test_demo", &delta(&reference, -1.0))
             .await
             .unwrap();
-        let mutated = emit(&client, server.base(), "pk_test_demo", &delta(&reference, -5))
+        let mutated = emit(&client, server.base(), "pk_test_demo", &delta(&reference, -5.0))
             .await
             .unwrap();
 
@@ -461,8 +501,9 @@ mod pacspace {
     async fn the_agent_gets_the_202_back_and_calls_again_later_with_the_same_key() {
         let (server, ledger) = start();
         let client = agent_client();
-        let delta = delta(&format!("ref-{}", new_key()), -1);
-        let key = idempotency_key(Environment::Live, &delta);
+        let reference_id = format!("ref-{}", new_key());
+        let delta = delta(&reference_id, -1.0);
+        let key = idempotency_key(Environment::Live, &reference_id);
         let slow = post_delta(&server, "pk_live_demo", &key)
             .insert_header(("X-Demo-Delay-Ms", "800"))
             .content_type("application/json");

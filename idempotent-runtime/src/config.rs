@@ -12,10 +12,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::IdempotencyError;
 use crate::flight::Flights;
+use crate::record::StoredResponse;
 use crate::store::{MemoryStore, Store};
 use crate::tenant::{TenantSource, Tenants};
 
 type ErrorResponder = Arc<dyn Fn(&IdempotencyError, StatusCode, &HttpRequest) -> HttpResponse + Send + Sync>;
+pub(crate) type ReplayHook = Arc<dyn Fn(&StoredResponse, &HttpRequest) -> Option<StoredResponse> + Send + Sync>;
 
 /// The engine's configuration and state, shared by every annotated route of an app.
 ///
@@ -46,6 +48,7 @@ pub(crate) struct Inner {
     pub(crate) conflict_status: StatusCode,
     pub(crate) replay_header: HeaderName,
     pub(crate) error_responder: Option<ErrorResponder>,
+    pub(crate) replay_hook: Option<ReplayHook>,
     pub(crate) lease: Duration,
     pub(crate) wait_timeout: Duration,
     pub(crate) retry_after: Duration,
@@ -236,6 +239,7 @@ pub struct IdempotencyBuilder {
     conflict_status: StatusCode,
     replay_header: HeaderName,
     error_responder: Option<ErrorResponder>,
+    replay_hook: Option<ReplayHook>,
     lease: Duration,
     wait_timeout: Duration,
     retry_after: Duration,
@@ -255,6 +259,7 @@ impl Default for IdempotencyBuilder {
             conflict_status: StatusCode::CONFLICT,
             replay_header: HeaderName::from_static("idempotency-replayed"),
             error_responder: None,
+            replay_hook: None,
             lease: Duration::from_secs(30),
             wait_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),
@@ -351,6 +356,26 @@ impl IdempotencyBuilder {
         self
     }
 
+    /// Answers the way Stripe's API does, so Stripe's own SDKs parse every answer and retry the
+    /// ones worth retrying: errors in Stripe's envelope
+    /// (`{"error": {"type", "code", "message"}}`), a reused key with another request as 400
+    /// `idempotency_error`, a running duplicate as 409 with `Stripe-Should-Retry: true`, a store
+    /// outage as 503 `api_error` with `Stripe-Should-Retry: true`, and replays marked
+    /// `Idempotent-Replayed: true`. The mapping of every error is in [`crate::profile`].
+    ///
+    /// It sets [`conflict_status`](Self::conflict_status), [`replay_header`](Self::replay_header)
+    /// and [`error_response`](Self::error_response); a later call to one of them overrides
+    /// that part of the profile.
+    ///
+    /// ```
+    /// use idempotent_runtime::Idempotency;
+    ///
+    /// let idempotency = Idempotency::builder().stripe_compatible().build();
+    /// ```
+    pub fn stripe_compatible(self) -> Self {
+        crate::profile::stripe(self)
+    }
+
     /// Replaces the RFC 9457 problem body with the app's own error envelope. The hook gets
     /// the error (its [`code`](IdempotencyError::code) is stable), the status the engine would
     /// use, and the request. When the answer calls for a `Retry-After` (in flight, accepted,
@@ -360,6 +385,63 @@ impl IdempotencyBuilder {
         F: Fn(&IdempotencyError, StatusCode, &HttpRequest) -> HttpResponse + Send + Sync + 'static,
     {
         self.error_responder = Some(Arc::new(responder));
+        self
+    }
+
+    /// Changes what a replay sends, e.g. to mark a duplicate in the body as well as in the
+    /// replay header. The hook gets the stored response and the request being answered; it
+    /// returns `None` to replay the stored response as it is, or the response to send instead
+    /// (`StoredResponse { body, ..stored.clone() }` keeps the status and headers). The replay
+    /// header is added after the hook, whatever it returns.
+    ///
+    /// It runs on every replay and only there: a retry after completion, and a duplicate that
+    /// waited for the running original in this process. It never runs on the first execution,
+    /// and the record in the store keeps the original response. It runs on the request's own
+    /// task, so it must be quick and must not panic; a panic drops that request's connection
+    /// as a handler's would.
+    ///
+    /// ```
+    /// use actix_web::{test, web, App, HttpResponse};
+    /// use idempotent_runtime::{Idempotency, IdempotentMiddleware, StoredResponse};
+    /// use serde_json::json;
+    ///
+    /// // A redelivered webhook event gets the first answer with `"duplicate": true` added.
+    /// let idempotency = Idempotency::builder()
+    ///     .on_replay(|stored: &StoredResponse, _req| {
+    ///         let mut body: serde_json::Value = serde_json::from_slice(&stored.body).ok()?;
+    ///         body["duplicate"] = json!(true);
+    ///         Some(StoredResponse { body: body.to_string().into(), ..stored.clone() })
+    ///     })
+    ///     .build();
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let receive = || async { HttpResponse::Ok().json(json!({ "received": true })) };
+    /// let app = test::init_service(
+    ///     App::new().app_data(idempotency).service(
+    ///         web::resource("/webhooks")
+    ///             .wrap(IdempotentMiddleware::new().header("X-Event-ID"))
+    ///             .route(web::post().to(receive)),
+    ///     ),
+    /// )
+    /// .await;
+    /// let deliver = || test::TestRequest::post().uri("/webhooks").insert_header(("X-Event-ID", "evt_1"));
+    ///
+    /// let first = test::call_service(&app, deliver().to_request()).await;
+    /// assert!(first.headers().get("idempotency-replayed").is_none());
+    /// assert_eq!(test::read_body(first).await, r#"{"received":true}"#);
+    ///
+    /// let redelivery = test::call_service(&app, deliver().to_request()).await;
+    /// assert_eq!(redelivery.status(), 200);
+    /// assert_eq!(redelivery.headers().get("content-type").unwrap(), "application/json");
+    /// assert_eq!(redelivery.headers().get("idempotency-replayed").unwrap(), "true");
+    /// assert_eq!(test::read_body(redelivery).await, r#"{"duplicate":true,"received":true}"#);
+    /// # });
+    /// ```
+    pub fn on_replay<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&StoredResponse, &HttpRequest) -> Option<StoredResponse> + Send + Sync + 'static,
+    {
+        self.replay_hook = Some(Arc::new(hook));
         self
     }
 
@@ -446,6 +528,7 @@ impl IdempotencyBuilder {
                 conflict_status: self.conflict_status,
                 replay_header: self.replay_header,
                 error_responder: self.error_responder,
+                replay_hook: self.replay_hook,
                 lease: self.lease,
                 wait_timeout: self.wait_timeout,
                 retry_after: self.retry_after,

@@ -433,9 +433,7 @@ fn answer_with_record(config: &Idempotency, req: &HttpRequest, record: &Record, 
         return Answer::refused(config, &IdempotencyError::Conflict, req);
     }
     match &record.completion {
-        Completion::Response(stored) => {
-            Answer::new(replay::replay(stored, &config.inner.replay_header), Outcome::Replayed)
-        }
+        Completion::Response(stored) => Answer::new(replay::replay(stored, config, req), Outcome::Replayed),
         Completion::Tombstone => Answer::refused(config, &IdempotencyError::ResponseNotStored, req),
     }
 }
@@ -493,9 +491,7 @@ where
 {
     match shared {
         Shared::Record(record) => answer_with_record(config, &req, &record, &keyed),
-        Shared::Response(stored) => {
-            Answer::new(replay::replay(&stored, &config.inner.replay_header), Outcome::Replayed)
-        }
+        Shared::Response(stored) => Answer::new(replay::replay(&stored, config, &req), Outcome::Replayed),
         Shared::Busy if policy == InFlight::Accept => Answer::refused(config, &config.accepted(), &req),
         Shared::Busy => Answer::refused(config, &config.in_flight(), &req),
         Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {

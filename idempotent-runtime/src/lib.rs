@@ -17,6 +17,7 @@
 //! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
 //! | [`testing`] | an isolated configuration per test, and calling a handler without an app |
+//! | [`profile`] | presets that answer in a known API's wire format (Stripe's) |
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -29,6 +30,7 @@ mod flight;
 pub mod key;
 pub mod middleware;
 pub mod observe;
+pub mod profile;
 pub mod record;
 mod replay;
 pub mod route;

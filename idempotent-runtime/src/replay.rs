@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 
+use crate::config::Idempotency;
 use crate::record::StoredResponse;
 
 /// A handler's response after capture.
@@ -175,14 +176,17 @@ pub(crate) fn to_stored(head: &HttpResponse<()>, body: Bytes) -> StoredResponse 
     }
 }
 
-/// A stored response as sent to a retry, marked with `marker: true`.
-pub(crate) fn replay(stored: &StoredResponse, marker: &HeaderName) -> HttpResponse {
-    let mut response = HttpResponse::with_body(stored.status, BoxBody::new(stored.body.clone()));
+/// A stored response as sent to a retry of `req`: through the app's replay hook if it set one
+/// ([`crate::IdempotencyBuilder::on_replay`]), then marked with the replay header.
+pub(crate) fn replay(stored: &StoredResponse, config: &Idempotency, req: &HttpRequest) -> HttpResponse {
+    let changed = config.inner.replay_hook.as_ref().and_then(|hook| hook(stored, req));
+    let sent = changed.as_ref().unwrap_or(stored);
+    let mut response = HttpResponse::with_body(sent.status, BoxBody::new(sent.body.clone()));
     let headers = response.headers_mut();
-    for (name, value) in &stored.headers {
+    for (name, value) in &sent.headers {
         headers.append(name.clone(), value.clone());
     }
-    headers.insert(marker.clone(), HeaderValue::from_static("true"));
+    headers.insert(config.inner.replay_header.clone(), HeaderValue::from_static("true"));
     response
 }
 
