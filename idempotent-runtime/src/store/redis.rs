@@ -212,7 +212,7 @@ pub struct RedisStoreBuilder {
 /// connections to every node.
 enum Connection {
     Single(ConnectionManager),
-    Cluster(LazyCluster),
+    Cluster(Box<LazyCluster>),
 }
 
 /// A cluster connection created by the first call (its tasks need the caller's runtime),
@@ -324,11 +324,11 @@ impl RedisStoreBuilder {
             let config = ClusterConfig::new()
                 .set_connection_timeout(self.connect_timeout)
                 .set_response_timeout(self.response_timeout);
-            return Ok(Connection::Cluster(LazyCluster {
+            return Ok(Connection::Cluster(Box::new(LazyCluster {
                 client: client.build().map_err(StoreError::unavailable)?,
                 config,
                 connection: std::sync::OnceLock::new(),
-            }));
+            })));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
