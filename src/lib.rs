@@ -186,7 +186,9 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `redis` | no | [`RedisStore`]: several replicas sharing Redis, Valkey or Redis Cluster |
+//! | `redis-tls` | no | `rediss://` URLs for [`RedisStore`], through rustls; a private CA with `RedisStoreBuilder::tls_ca_file` |
 //! | `postgres` | no | [`PostgresStore`]: several replicas sharing PostgreSQL, with a shipped migration |
+//! | `postgres-tls` | no | TLS for [`PostgresStore`] through rustls: `sslmode` (up to `verify-full`) and `sslrootcert` in the URL |
 //! | `client` | no | `client`: a reqwest-middleware middleware that retries writes with one key per operation |
 //!
 //! The memory store, the attribute, the middleware and observability need no feature.

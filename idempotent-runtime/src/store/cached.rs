@@ -52,6 +52,16 @@ pub trait ExpiringStore: Store {
 /// An eviction only costs a round trip on the next replay of that key: the remote record is
 /// still there.
 ///
+/// # When the remote store loses records
+///
+/// A local copy is exact only while the remote record exists. If the remote store loses it (a
+/// Redis restarted without persistence, a failover to a replica that had not received it), a
+/// retry on another replica runs the handler again and stores a second response, while this
+/// replica keeps replaying the first. So no copy is kept longer than the local ttl
+/// ([`CachedStore::local_ttl`], 60 s by default): after it, every replica asks the remote store
+/// again and all replay the same response. The local ttl bounds how long replicas can disagree
+/// after such a loss; it cannot undo the second execution itself.
+///
 /// Clones share the same cache.
 ///
 /// ```no_run
@@ -67,6 +77,7 @@ pub trait ExpiringStore: Store {
 pub struct CachedStore<S> {
     inner: Arc<S>,
     records: Arc<RecordCache>,
+    local_ttl: Duration,
 }
 
 impl<S> Clone for CachedStore<S> {
@@ -74,9 +85,13 @@ impl<S> Clone for CachedStore<S> {
         Self {
             inner: Arc::clone(&self.inner),
             records: Arc::clone(&self.records),
+            local_ttl: self.local_ttl,
         }
     }
 }
+
+/// How long a local copy lives at most, unless [`CachedStore::local_ttl`] says otherwise.
+const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(60);
 
 impl<S: ExpiringStore> CachedStore<S> {
     /// Puts a cache of at most `capacity_bytes` of completed records in front of `inner`.
@@ -84,7 +99,30 @@ impl<S: ExpiringStore> CachedStore<S> {
         Self {
             inner: Arc::new(inner),
             records: Arc::new(RecordCache::copies(capacity_bytes)),
+            local_ttl: DEFAULT_LOCAL_TTL,
         }
+    }
+
+    /// Keeps a local copy for at most `ttl` (default 60 s), and never past the remote record's
+    /// expiry. Shorter: replicas agree again sooner after the remote store lost records; longer:
+    /// fewer round trips for keys replayed over a long time. Copies kept before the call keep
+    /// their expiry.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # fn build() -> Result<(), idempotent_runtime::StoreError> {
+    /// use std::time::Duration;
+    /// use idempotent_runtime::{CachedStore, RedisStore};
+    ///
+    /// let store = CachedStore::new(RedisStore::new("redis://127.0.0.1:6379/")?, 64 * 1024 * 1024)
+    ///     .local_ttl(Duration::from_secs(10));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local_ttl = ttl;
+        self
     }
 
     /// The remote store.
@@ -98,9 +136,9 @@ impl<S: ExpiringStore> CachedStore<S> {
     }
 
     /// Keeps `record` until `expires_in` after `asked` (when the remote store was asked, so the
-    /// copy expires no later than the original).
+    /// copy expires no later than the original), or for the local ttl if that is shorter.
     fn keep(&self, key: &RecordKey, record: &Arc<Record>, asked: Instant, expires_in: Option<Duration>) {
-        let Some(expires_at) = expires_in.and_then(|ttl| asked.checked_add(ttl)) else {
+        let Some(expires_at) = expires_in.and_then(|ttl| asked.checked_add(ttl.min(self.local_ttl))) else {
             return;
         };
         if expires_at > Instant::now() {

@@ -22,6 +22,8 @@ pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod records;
 #[cfg(feature = "redis")]
 mod redis;

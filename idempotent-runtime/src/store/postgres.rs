@@ -12,40 +12,59 @@
 //! # Statements
 //!
 //! Each store call is one statement, hence one round trip (statements are prepared once per
-//! pooled connection):
+//! pooled connection, or sent unnamed with their parameter types behind a transaction pooler,
+//! [`PostgresStoreBuilder::transaction_pooler`]):
 //!
 //! - **claim**: reads the live row and, only if there is none, inserts one with a new token
 //!   from a sequence; `ON CONFLICT (id) DO UPDATE ... WHERE expired` takes over a lapsed claim
 //!   or an expired record in the same statement. The row lock the upsert takes is what makes
-//!   the claim atomic across replicas.
+//!   the claim atomic across replicas. A claim that finds the key running marks the row
+//!   `watched` in the same statement: a waiter is about to need a notification.
 //! - **renew**, **complete**, **release**: `UPDATE`/`DELETE ... WHERE id = $1 AND token = $2
 //!   AND state = 'running'`, so a stale token changes nothing; complete and release then
-//!   `pg_notify('idempotency_changes', topic)`, delivered at commit.
+//!   `pg_notify('idempotency_changes', topic)`, delivered at commit, only if the row is
+//!   `watched`: a `NOTIFY` serialises commits on a global lock, and most keys never have a
+//!   waiter.
 //! - **lookup**: one indexed `SELECT` of the live row.
 //!
 //! A listener task holds one extra connection in `LISTEN idempotency_changes` and wakes the
 //! waiters of this process; a sweeper task deletes expired rows in small batches.
+//!
+//! # Marking before waiting
+//!
+//! The mark and the completion race on the row lock. If the mark commits first, the
+//! completion sees it and notifies. If the completion commits first, the mark's `UPDATE`
+//! re-reads the row, finds it no longer running and marks nothing; the claim then returns no
+//! row and runs again, and sees the completed record. A waiter never waits for a notification
+//! nobody will send (beyond the engine's fallback poll).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
 
 use super::cached::ExpiringStore;
+use super::postgres_tls::{self, TlsOptions};
 use super::remote::{fingerprint_from, reconnect_delay, topic_of, unexpected, Background, RemoteState, Waiters};
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
-/// The schema: the `idempotency_records` table, its fencing-token sequence and its expiry
-/// index. Every statement is `IF NOT EXISTS`, so it can run on every start
-/// ([`PostgresStore::migrate`]) or be applied by your own migration tool (the file is
-/// `migrations/0001_idempotency_records.sql` in this crate).
-pub const MIGRATION: &str = include_str!("../../migrations/0001_idempotency_records.sql");
+/// The schema: the `idempotency_records` table, its fencing-token sequence, its expiry index
+/// and its `watched` column. Every statement is `IF NOT EXISTS`, so it can run on every start
+/// ([`PostgresStore::migrate`]) or be applied by your own migration tool (the files are
+/// `migrations/0001_idempotency_records.sql` and `migrations/0002_watched.sql` in this crate).
+pub const MIGRATION: &str = concat!(
+    include_str!("../../migrations/0001_idempotency_records.sql"),
+    "\n",
+    include_str!("../../migrations/0002_watched.sql"),
+);
 
 /// Serialises concurrent migrations of replicas starting together (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6964_656d_706f_7465; // "idempote"
@@ -63,11 +82,26 @@ const SWEEP_GRACE: Duration = Duration::from_secs(60);
 /// seen by the read nor overwritten by the upsert; the next attempt sees it.
 const CLAIM_ATTEMPTS: usize = 3;
 
-const CLAIM: &str = "
+/// A statement with the types of its parameters, so it can be sent unnamed (one round trip,
+/// no prepared statement left on a pooled server connection).
+struct Sql {
+    text: &'static str,
+    types: &'static [Type],
+}
+
+const CLAIM: Sql = Sql {
+    text: "
 WITH live AS (
-    SELECT state, fingerprint, record, extract(epoch FROM expires_at - now())::float8 AS expires_in
+    SELECT state, fingerprint, record, watched,
+           extract(epoch FROM expires_at - now())::float8 AS expires_in
       FROM idempotency_records
      WHERE id = $1::text AND expires_at > now()
+), marked AS (
+    UPDATE idempotency_records
+       SET watched = true
+     WHERE id = $1::text AND state = 'running' AND expires_at > now()
+       AND EXISTS (SELECT 1 FROM live WHERE state = 'running' AND NOT watched)
+    RETURNING 1
 ), claimed AS (
     INSERT INTO idempotency_records AS r (id, token, fingerprint, state, expires_at)
     SELECT $1::text, nextval('idempotency_fencing_tokens'), $2::bytea, 'running',
@@ -83,45 +117,65 @@ SELECT 'acquired' AS state, token, NULL::bytea AS fingerprint, NULL::bytea AS re
        NULL::float8 AS expires_in
   FROM claimed
 UNION ALL
-SELECT state, NULL, fingerprint, record, expires_in FROM live";
+SELECT state, NULL, fingerprint, record, expires_in
+  FROM live
+ WHERE state = 'completed' OR watched OR EXISTS (SELECT 1 FROM marked)",
+    types: &[Type::TEXT, Type::BYTEA, Type::FLOAT8],
+};
 
-const LOOKUP: &str = "
+const LOOKUP: Sql = Sql {
+    text: "
 SELECT state, NULL::bigint AS token, fingerprint, record,
        extract(epoch FROM expires_at - now())::float8 AS expires_in
   FROM idempotency_records
- WHERE id = $1::text AND expires_at > now()";
+ WHERE id = $1::text AND expires_at > now()",
+    types: &[Type::TEXT],
+};
 
-const RENEW: &str = "
+const RENEW: Sql = Sql {
+    text: "
 UPDATE idempotency_records
    SET expires_at = now() + $3::float8 * interval '1 second'
- WHERE id = $1::text AND token = $2::int8 AND state = 'running'";
+ WHERE id = $1::text AND token = $2::int8 AND state = 'running'",
+    types: &[Type::TEXT, Type::INT8, Type::FLOAT8],
+};
 
-const COMPLETE: &str = "
+/// One row when the token held the claim; `pg_notify` runs only for a watched row.
+const COMPLETE: Sql = Sql {
+    text: "
 WITH done AS (
     UPDATE idempotency_records
        SET state = 'completed', record = $3::bytea, expires_at = now() + $4::float8 * interval '1 second'
      WHERE id = $1::text AND token = $2::int8 AND state = 'running'
-    RETURNING 1
+    RETURNING watched
 )
-SELECT pg_notify($5::text, $6::text) FROM done";
+SELECT CASE WHEN watched THEN pg_notify($5::text, $1::text) END FROM done",
+    types: &[Type::TEXT, Type::INT8, Type::BYTEA, Type::FLOAT8, Type::TEXT],
+};
 
-const RELEASE: &str = "
+const RELEASE: Sql = Sql {
+    text: "
 WITH gone AS (
     DELETE FROM idempotency_records
      WHERE id = $1::text AND token = $2::int8 AND state = 'running'
-    RETURNING 1
+    RETURNING watched
 )
-SELECT pg_notify($3::text, $4::text) FROM gone";
+SELECT CASE WHEN watched THEN pg_notify($3::text, $1::text) END FROM gone",
+    types: &[Type::TEXT, Type::INT8, Type::TEXT],
+};
 
 /// Locks only rows nobody else holds (`SKIP LOCKED`): a sweep never waits for a request, and a
 /// request waits at most for one small batch.
-const SWEEP: &str = "
+const SWEEP: Sql = Sql {
+    text: "
 DELETE FROM idempotency_records
  WHERE id IN (SELECT id FROM idempotency_records
                WHERE expires_at < now() - $2::float8 * interval '1 second'
                ORDER BY expires_at
                LIMIT $1::int8
-                 FOR UPDATE SKIP LOCKED)";
+                 FOR UPDATE SKIP LOCKED)",
+    types: &[Type::INT8, Type::FLOAT8],
+};
 
 /// The PostgreSQL store: several replicas sharing one PostgreSQL (10 or later) database.
 ///
@@ -132,17 +186,32 @@ DELETE FROM idempotency_records
 /// - **Leases**: a running row expires at the end of its lease and then counts as absent; the
 ///   engine renews it while the handler runs, and a crashed replica's key frees up after it.
 /// - **Fencing**: tokens come from a sequence; renew, complete and release match the token.
-/// - **Waiting**: complete and release `NOTIFY`; [`Store::wait_for_change`] returns when the
-///   key's notification arrives (one `LISTEN` connection per store, opened on the first claim
-///   and re-opened on its own after a disconnection), or after its timeout.
+/// - **Waiting**: a claim that finds the key running marks the row `watched`; complete and
+///   release `NOTIFY` when the row is watched (and only then: a first execution nobody waits
+///   for sends none). [`Store::wait_for_change`] returns when the key's notification arrives
+///   (one `LISTEN` connection per store, opened on the first claim and re-opened on its own
+///   after a disconnection), or after its timeout.
 /// - **Expiry sweep**: a background task deletes rows expired for over a minute, at most 500
 ///   per statement, skipping locked rows, every minute by default.
 ///
 /// Connections come from a deadpool pool (16 by default), created on demand: an app can start
 /// while the database is down, and the store recovers on its own when it is back. Run
 /// [`PostgresStore::migrate`] once at startup (or apply [`MIGRATION`] with your migration
-/// tool). Connections are unencrypted (`NoTls`): reach the database over a private network or
-/// a Unix socket.
+/// tool).
+///
+/// # TLS
+///
+/// With the `postgres-tls` feature, the URL's `sslmode` (`prefer`, `require`, `verify-ca`,
+/// `verify-full`) and `sslrootcert` (a PEM file of trusted roots; the system's roots without
+/// it) apply as libpq applies them, through rustls. A URL without `sslmode` connects
+/// unencrypted, as without the feature; so does `sslmode=prefer` without the feature.
+///
+/// # Behind PgBouncer
+///
+/// In transaction pooling mode, set [`PostgresStoreBuilder::transaction_pooler`]: statements
+/// are sent unnamed (PgBouncer before 1.21 cannot keep prepared statements), and notifications
+/// come from [`PostgresStoreBuilder::notification_url`] (a direct connection) or, without one,
+/// waiters look again every 200 ms.
 ///
 /// Clones share the same pool and tasks; the tasks stop when the last clone is dropped.
 ///
@@ -163,7 +232,11 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
-    listen_config: tokio_postgres::Config,
+    /// Where notifications come from; `None` when nothing can `LISTEN` (a transaction pooler
+    /// without a direct notification URL).
+    notifications: Option<Target>,
+    /// Unnamed statements with explicit parameter types instead of prepared ones.
+    unnamed_statements: bool,
     sweep_every: Duration,
     waiters: Arc<Waiters>,
     listener: Background,
@@ -174,9 +247,83 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
+    notification_url: Option<String>,
+    transaction_pooler: bool,
     pool_size: usize,
     connect_timeout: Duration,
     sweep_every: Duration,
+}
+
+/// A database to connect to: tokio-postgres' configuration and the TLS the URL asks for.
+#[derive(Clone)]
+struct Target {
+    config: tokio_postgres::Config,
+    tls: Tls,
+}
+
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Target {
+    fn parse(url: &str, connect_timeout: Duration) -> Result<Self, StoreError> {
+        let (url, options) = postgres_tls::split_url(url)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::unavailable)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(connect_timeout);
+        }
+        Ok(Self {
+            config,
+            tls: Tls::for_options(&options)?,
+        })
+    }
+
+    fn manager(&self) -> Manager {
+        let config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        match &self.tls {
+            Tls::Plain => Manager::from_config(self.config.clone(), NoTls, config),
+            #[cfg(feature = "postgres-tls")]
+            Tls::Rustls(tls) => Manager::from_config(self.config.clone(), tls.clone(), config),
+        }
+    }
+
+    /// The listener task on this database.
+    fn listen(&self, waiters: Arc<Waiters>) -> BoxFuture<'static, ()> {
+        match &self.tls {
+            Tls::Plain => Box::pin(listen(self.config.clone(), NoTls, waiters)),
+            #[cfg(feature = "postgres-tls")]
+            Tls::Rustls(tls) => Box::pin(listen(self.config.clone(), tls.clone(), waiters)),
+        }
+    }
+}
+
+impl Tls {
+    #[cfg(feature = "postgres-tls")]
+    fn for_options(options: &TlsOptions) -> Result<Self, StoreError> {
+        if options.wants_tls() {
+            postgres_tls::connector(options).map(Self::Rustls)
+        } else {
+            Ok(Self::Plain)
+        }
+    }
+
+    /// Without rustls, `prefer` connects unencrypted (as tokio-postgres with `NoTls` always
+    /// did); a mode that demands TLS is refused now rather than on every connection.
+    #[cfg(not(feature = "postgres-tls"))]
+    fn for_options(options: &TlsOptions) -> Result<Self, StoreError> {
+        use postgres_tls::SslMode;
+        match options.mode {
+            Some(SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) => Err(StoreError::Unavailable(
+                "this sslmode needs TLS: enable the `postgres-tls` feature".into(),
+            )),
+            _ => Ok(Self::Plain),
+        }
+    }
 }
 
 impl PostgresStoreBuilder {
@@ -199,24 +346,57 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// The URL goes through a pooler in transaction mode (PgBouncer's `pool_mode =
+    /// transaction`), where one client's statements may run on different server connections
+    /// (default `false`).
+    ///
+    /// Statements are then sent unnamed with their parameter types, still one round trip
+    /// each, so no prepared statement is left on a server connection (PgBouncer before 1.21
+    /// does not support protocol-level prepared statements). `LISTEN` cannot work through
+    /// such a pooler: notifications come from [`notification_url`](Self::notification_url) if
+    /// set; without it, waiters on another replica are answered by the engine's fallback poll
+    /// (a lookup every 200 ms).
+    ///
+    /// ```no_run
+    /// use idempotent_runtime::PostgresStore;
+    ///
+    /// # fn build() -> Result<(), idempotent_runtime::StoreError> {
+    /// let store = PostgresStore::builder("postgres://app@pgbouncer.internal:6432/app")
+    ///     .transaction_pooler(true)
+    ///     .notification_url("postgres://app@db.internal:5432/app")
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn transaction_pooler(mut self, enabled: bool) -> Self {
+        self.transaction_pooler = enabled;
+        self
+    }
+
+    /// Where the notification connection (`LISTEN`) goes, when it must not go to the main URL:
+    /// the database itself, or a session-mode pool, when the main URL is a transaction pooler.
+    /// Same URL syntax and TLS options as the main URL. Default: the main URL, unless
+    /// [`transaction_pooler`](Self::transaction_pooler) is set.
+    pub fn notification_url(mut self, url: impl Into<String>) -> Self {
+        self.notification_url = Some(url.into());
+        self
+    }
+
     /// Finishes the store. No connection is opened yet.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the URL is not a valid PostgreSQL connection string.
+    /// [`StoreError::Unavailable`] if a URL is not a valid PostgreSQL connection string, its
+    /// `sslmode` is unknown, or the TLS it asks for cannot be set up (an unreadable
+    /// `sslrootcert`, or no `postgres-tls` feature for `require`, `verify-ca`, `verify-full`).
     pub fn build(self) -> Result<PostgresStore, StoreError> {
-        let mut config: tokio_postgres::Config = self.url.parse().map_err(StoreError::unavailable)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(self.connect_timeout);
-        }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
+        let target = Target::parse(&self.url, self.connect_timeout)?;
+        let notifications = match &self.notification_url {
+            Some(url) => Some(Target::parse(url, self.connect_timeout)?),
+            None if self.transaction_pooler => None,
+            None => Some(target.clone()),
+        };
+        let pool = Pool::builder(target.manager())
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.connect_timeout))
@@ -227,7 +407,8 @@ impl PostgresStoreBuilder {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
-                listen_config: config,
+                notifications,
+                unnamed_statements: self.transaction_pooler,
                 sweep_every: self.sweep_every,
                 waiters: Arc::default(),
                 listener: Background::default(),
@@ -252,6 +433,8 @@ impl PostgresStore {
     pub fn builder(url: &str) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.to_owned(),
+            notification_url: None,
+            transaction_pooler: false,
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
             sweep_every: Duration::from_secs(60),
@@ -268,8 +451,9 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
         let transaction = client.transaction().await.map_err(StoreError::unavailable)?;
+        // Simple protocol: no prepared statement, so it also runs through a transaction pooler.
         transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .await
             .map_err(StoreError::unavailable)?;
         transaction
@@ -293,50 +477,72 @@ impl PostgresStore {
     ///
     /// [`StoreError::Unavailable`] if the database cannot be reached.
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
-        sweep(&self.inner.pool).await
+        sweep(&self.inner.pool, self.inner.unnamed_statements).await
     }
 
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    async fn query(&self, sql: &Sql, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         self.ensure_sweeper();
         let client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
-        let statement = client.prepare_cached(sql).await.map_err(StoreError::unavailable)?;
+        if self.inner.unnamed_statements {
+            return client
+                .query_typed(sql.text, &typed(sql, params))
+                .await
+                .map_err(StoreError::unavailable);
+        }
+        let statement = client.prepare_cached(sql.text).await.map_err(StoreError::unavailable)?;
         client.query(&statement, params).await.map_err(StoreError::unavailable)
     }
 
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    async fn execute(&self, sql: &Sql, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         self.ensure_sweeper();
         let client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
-        let statement = client.prepare_cached(sql).await.map_err(StoreError::unavailable)?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(StoreError::unavailable)
+        execute(&client, self.inner.unnamed_statements, sql, params).await
     }
 
     fn ensure_sweeper(&self) {
         let inner = &self.inner;
         inner
             .sweeper
-            .ensure(|| sweep_periodically(inner.pool.clone(), inner.sweep_every));
+            .ensure(|| sweep_periodically(inner.pool.clone(), inner.sweep_every, inner.unnamed_statements));
     }
 
     fn ensure_listener(&self) {
         let inner = &self.inner;
-        inner
-            .listener
-            .ensure(|| listen(inner.listen_config.clone(), Arc::clone(&inner.waiters)));
+        if let Some(target) = &inner.notifications {
+            inner.listener.ensure(|| target.listen(Arc::clone(&inner.waiters)));
+        }
     }
 }
 
-async fn sweep(pool: &Pool) -> Result<u64, StoreError> {
+/// `params` paired with the statement's parameter types, for an unnamed statement.
+fn typed<'a>(sql: &Sql, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().copied().zip(sql.types.iter().cloned()).collect()
+}
+
+async fn execute(
+    client: &deadpool_postgres::Client,
+    unnamed: bool,
+    sql: &Sql,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    if unnamed {
+        return client
+            .execute_typed(sql.text, &typed(sql, params))
+            .await
+            .map_err(StoreError::unavailable);
+    }
+    let statement = client.prepare_cached(sql.text).await.map_err(StoreError::unavailable)?;
+    client
+        .execute(&statement, params)
+        .await
+        .map_err(StoreError::unavailable)
+}
+
+async fn sweep(pool: &Pool, unnamed: bool) -> Result<u64, StoreError> {
     let client = pool.get().await.map_err(StoreError::unavailable)?;
-    let statement = client.prepare_cached(SWEEP).await.map_err(StoreError::unavailable)?;
     let mut deleted = 0;
     loop {
-        let batch = client
-            .execute(&statement, &[&SWEEP_BATCH, &SWEEP_GRACE.as_secs_f64()])
-            .await
-            .map_err(StoreError::unavailable)?;
+        let batch = execute(&client, unnamed, &SWEEP, &[&SWEEP_BATCH, &SWEEP_GRACE.as_secs_f64()]).await?;
         deleted += batch;
         if batch < SWEEP_BATCH.unsigned_abs() {
             return Ok(deleted);
@@ -346,10 +552,10 @@ async fn sweep(pool: &Pool) -> Result<u64, StoreError> {
     }
 }
 
-async fn sweep_periodically(pool: Pool, every: Duration) {
+async fn sweep_periodically(pool: Pool, every: Duration, unnamed: bool) {
     loop {
         tokio::time::sleep(every).await;
-        match sweep(&pool).await {
+        match sweep(&pool, unnamed).await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "idempotency store: expired records swept"),
             Err(error) => tracing::debug!(%error, "idempotency store: expiry sweep skipped"),
@@ -359,10 +565,16 @@ async fn sweep_periodically(pool: Pool, every: Duration) {
 
 /// Keeps one connection in `LISTEN` and wakes local waiters, reconnecting after any failure.
 /// Runs until the store is dropped.
-async fn listen(config: tokio_postgres::Config, waiters: Arc<Waiters>) {
+async fn listen<T>(config: tokio_postgres::Config, tls: T, waiters: Arc<Waiters>)
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + 'static,
+    T::Stream: Send,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let mut failures = 0;
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let statement = format!("LISTEN {CHANNEL}");
@@ -442,7 +654,7 @@ impl ExpiringStore for PostgresStore {
         self.ensure_listener();
         let (id, fingerprint_bytes, lease) = (self.record_id(key), &fingerprint.0[..], lease.as_secs_f64());
         for _ in 0..CLAIM_ATTEMPTS {
-            let rows = self.query(CLAIM, &[&id, &fingerprint_bytes, &lease]).await?;
+            let rows = self.query(&CLAIM, &[&id, &fingerprint_bytes, &lease]).await?;
             let Some(row) = rows.first() else { continue };
             return parse_state(row)?.into_claim();
         }
@@ -450,7 +662,7 @@ impl ExpiringStore for PostgresStore {
     }
 
     async fn lookup_expiring(&self, key: &RecordKey) -> Result<(Lookup, Option<Duration>), StoreError> {
-        let rows = self.query(LOOKUP, &[&self.record_id(key)]).await?;
+        let rows = self.query(&LOOKUP, &[&self.record_id(key)]).await?;
         rows.first().map_or(Ok(RemoteState::Absent), parse_state)?.into_lookup()
     }
 }
@@ -464,7 +676,7 @@ impl Store for PostgresStore {
     async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
         let renewed = self
             .execute(
-                RENEW,
+                &RENEW,
                 &[&self.record_id(key), &token_param(token)?, &lease.as_secs_f64()],
             )
             .await?;
@@ -479,21 +691,14 @@ impl Store for PostgresStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let (id, encoded) = (self.record_id(key), record.encode());
-        let params: [&(dyn ToSql + Sync); 6] = [
-            &id,
-            &token_param(token)?,
-            &&encoded[..],
-            &ttl.as_secs_f64(),
-            &CHANNEL,
-            &id,
-        ];
-        Ok(!self.query(COMPLETE, &params).await?.is_empty())
+        let params: [&(dyn ToSql + Sync); 5] = [&id, &token_param(token)?, &&encoded[..], &ttl.as_secs_f64(), &CHANNEL];
+        Ok(!self.query(&COMPLETE, &params).await?.is_empty())
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
         let id = self.record_id(key);
-        let params: [&(dyn ToSql + Sync); 4] = [&id, &token_param(token)?, &CHANNEL, &id];
-        Ok(!self.query(RELEASE, &params).await?.is_empty())
+        let params: [&(dyn ToSql + Sync); 3] = [&id, &token_param(token)?, &CHANNEL];
+        Ok(!self.query(&RELEASE, &params).await?.is_empty())
     }
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {

@@ -1,4 +1,4 @@
-//! The Redis store: several replicas sharing one Redis or Valkey server.
+//! The Redis store: several replicas sharing one Redis or Valkey server, or one Redis Cluster.
 //!
 //! # Layout
 //!
@@ -22,6 +22,13 @@
 //!
 //! Complete and release publish the topic on `<prefix>changes`; a listener task holding one
 //! pub/sub connection per store wakes the waiters of this process.
+//!
+//! # Redis Cluster
+//!
+//! redis-rs' cluster client routes each script by its first key's slot; both keys of a record
+//! share that slot. A classic `PUBLISH` on a cluster reaches every node (over the cluster
+//! bus), so the listener subscribes on one node with a plain pub/sub connection and moves on
+//! to the next configured node when that one fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +36,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisResult, Script, ScriptInvocation, Value};
 
 use super::cached::ExpiringStore;
 use super::remote::{fingerprint_from, reconnect_delay, topic_of, unexpected, Background, RemoteState, Waiters};
@@ -148,8 +157,16 @@ impl Scripts {
 /// calls fail fast with [`StoreError::Unavailable`]; the engine answers 503 (or runs the handler
 /// without protection, if configured to fail open) until it is back.
 ///
-/// TLS (`rediss://`) works when the application enables one of redis-rs' TLS features (for
-/// example `redis = { version = "1", features = ["tokio-rustls-comp"] }` in its own manifest).
+/// [`RedisStore::cluster`] connects to a Redis Cluster instead (redis-rs' cluster client):
+/// same scripts, same guarantees, every record on one slot.
+///
+/// # TLS
+///
+/// With the `redis-tls` feature, `rediss://` URLs connect through rustls and check the server's
+/// certificate and host name against the system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR`
+/// are honoured), or only against the CA of [`RedisStoreBuilder::tls_ca_file`] when set
+/// (a private CA, as managed Redis services use). `rediss://host/#insecure` disables the
+/// checks, as in redis-rs.
 ///
 /// Clones share the same connections.
 ///
@@ -168,8 +185,9 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: redis::Client,
-    connection: ConnectionManager,
+    /// The nodes the listener may subscribe on (one for a single server).
+    pubsub_clients: Vec<redis::Client>,
+    connection: Connection,
     prefix: String,
     channel: String,
     connect_timeout: Duration,
@@ -181,10 +199,56 @@ struct Inner {
 /// Builds a [`RedisStore`].
 #[derive(Debug, Clone)]
 pub struct RedisStoreBuilder {
-    url: String,
+    nodes: Vec<String>,
+    cluster: bool,
+    #[cfg(feature = "redis-tls")]
+    tls_ca_file: Option<std::path::PathBuf>,
     prefix: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+}
+
+/// The command connection: one multiplexed connection to a server, or the cluster client's
+/// connections to every node.
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(Box<LazyCluster>),
+}
+
+/// A cluster connection created by the first call (its tasks need the caller's runtime),
+/// connected in the background and reconnected by redis-rs.
+struct LazyCluster {
+    client: ClusterClient,
+    config: ClusterConfig,
+    connection: std::sync::OnceLock<ClusterConnection>,
+}
+
+impl LazyCluster {
+    fn get(&self) -> ClusterConnection {
+        self.connection
+            .get_or_init(|| {
+                self.client
+                    .get_pending_async_connection_with_config(self.config.clone())
+            })
+            .clone()
+    }
+}
+
+impl Connection {
+    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Value> {
+        match self {
+            Self::Single(connection) => invocation.invoke_async(&mut connection.clone()).await,
+            Self::Cluster(cluster) => invocation.invoke_async(&mut cluster.get()).await,
+        }
+    }
+
+    async fn ping(&self) -> RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            Self::Single(connection) => ping.query_async(&mut connection.clone()).await,
+            Self::Cluster(cluster) => ping.query_async(&mut cluster.get()).await,
+        }
+    }
 }
 
 impl RedisStoreBuilder {
@@ -207,25 +271,96 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Finishes the store. No connection is opened yet: the first call opens it, so an app can
-    /// start while Redis is down (and answer 503 until it is up).
+    /// Trusts only the CA certificates in this PEM file for `rediss://` connections, instead
+    /// of the system's roots: the usual set-up for a managed Redis with a private CA. The
+    /// server's host name is still checked. Read by [`build`](Self::build).
     ///
-    /// # Errors
+    /// ```no_run
+    /// use idempotent_runtime::RedisStore;
     ///
-    /// [`StoreError::Unavailable`] if the URL is not a valid Redis URL.
-    pub fn build(self) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(StoreError::unavailable)?;
+    /// # fn build() -> Result<(), idempotent_runtime::StoreError> {
+    /// let store = RedisStore::builder("rediss://:secret@redis.internal:6380/")
+    ///     .tls_ca_file("/etc/ssl/redis-ca.pem")
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-tls")]
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    #[cfg(feature = "redis-tls")]
+    fn tls_certificates(&self) -> Result<Option<redis::TlsCertificates>, StoreError> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|error| {
+            StoreError::Unavailable(format!("cannot read the Redis CA file {}: {error}", path.display()).into())
+        })?;
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
+    }
+
+    fn client(&self, url: &str) -> Result<redis::Client, StoreError> {
+        #[cfg(feature = "redis-tls")]
+        if let Some(certificates) = self.tls_certificates()? {
+            return redis::Client::build_with_tls(url, certificates).map_err(StoreError::unavailable);
+        }
+        redis::Client::open(url).map_err(StoreError::unavailable)
+    }
+
+    fn connection(&self) -> Result<Connection, StoreError> {
+        if self.cluster {
+            #[allow(unused_mut)] // without redis-tls
+            let mut client = redis::cluster::ClusterClientBuilder::new(self.nodes.iter().map(String::as_str));
+            #[cfg(feature = "redis-tls")]
+            if let Some(certificates) = self.tls_certificates()? {
+                client = client.certs(certificates);
+            }
+            let config = ClusterConfig::new()
+                .set_connection_timeout(self.connect_timeout)
+                .set_response_timeout(self.response_timeout);
+            return Ok(Connection::Cluster(Box::new(LazyCluster {
+                client: client.build().map_err(StoreError::unavailable)?,
+                config,
+                connection: std::sync::OnceLock::new(),
+            })));
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
             // Fail fast while the server is down: the next call tries again.
             .set_number_of_retries(1);
-        let connection =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(StoreError::unavailable)?;
+        let client = self.client(&self.nodes[0])?;
+        ConnectionManager::new_lazy_with_config(client, config)
+            .map(Connection::Single)
+            .map_err(StoreError::unavailable)
+    }
+
+    /// Finishes the store. No connection is opened yet: the first call opens it, so an app can
+    /// start while Redis is down (and answer 503 until it is up).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if a URL is not a valid Redis URL, no node is given, or the
+    /// CA file cannot be read.
+    pub fn build(self) -> Result<RedisStore, StoreError> {
+        if self.nodes.is_empty() {
+            return Err(StoreError::Unavailable("no Redis Cluster node given".into()));
+        }
+        let pubsub_clients = self
+            .nodes
+            .iter()
+            .map(|url| self.client(url))
+            .collect::<Result<_, _>>()?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client,
-                connection,
+                pubsub_clients,
+                connection: self.connection()?,
                 channel: format!("{}changes", self.prefix),
                 prefix: self.prefix,
                 connect_timeout: self.connect_timeout,
@@ -250,8 +385,49 @@ impl RedisStore {
 
     /// Starts configuring a store on the server at `url`.
     pub fn builder(url: &str) -> RedisStoreBuilder {
+        Self::configure(vec![url.to_owned()], false)
+    }
+
+    /// A store on the Redis Cluster these nodes belong to (`redis://host:port` each; one
+    /// reachable node is enough, the client discovers the others), with the defaults of
+    /// [`RedisStoreBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if a URL is invalid or none is given. Nothing is connected
+    /// yet.
+    ///
+    /// ```no_run
+    /// use idempotent_runtime::RedisStore;
+    ///
+    /// # fn build() -> Result<(), idempotent_runtime::StoreError> {
+    /// let store = RedisStore::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cluster<I, S>(nodes: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::cluster_builder(nodes).build()
+    }
+
+    /// Starts configuring a store on the Redis Cluster these nodes belong to.
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::configure(nodes.into_iter().map(Into::into).collect(), true)
+    }
+
+    fn configure(nodes: Vec<String>, cluster: bool) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.to_owned(),
+            nodes,
+            cluster,
+            #[cfg(feature = "redis-tls")]
+            tls_ca_file: None,
             prefix: "idempotency:".to_owned(),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
@@ -264,11 +440,7 @@ impl RedisStore {
     ///
     /// [`StoreError::Unavailable`] if it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.inner.connection.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(StoreError::unavailable)
+        self.inner.connection.ping().await.map_err(StoreError::unavailable)
     }
 
     /// The Redis key of a record's hash, for operators inspecting or deleting one record.
@@ -291,9 +463,9 @@ impl RedisStore {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut connection = self.inner.connection.clone();
-        invocation
-            .invoke_async(&mut connection)
+        self.inner
+            .connection
+            .invoke(&invocation)
             .await
             .map_err(StoreError::unavailable)
     }
@@ -302,7 +474,7 @@ impl RedisStore {
         let inner = &self.inner;
         inner.listener.ensure(|| {
             listen(
-                inner.client.clone(),
+                inner.pubsub_clients.clone(),
                 inner.channel.clone(),
                 inner.connect_timeout,
                 Arc::clone(&inner.waiters),
@@ -318,10 +490,10 @@ struct Keys {
 }
 
 /// Keeps one subscription to the store's channel and wakes local waiters, reconnecting after
-/// any failure. Runs until the store is dropped.
-async fn listen(client: redis::Client, channel: String, connect_timeout: Duration, waiters: Arc<Waiters>) {
+/// any failure (to the next node of a cluster). Runs until the store is dropped.
+async fn listen(clients: Vec<redis::Client>, channel: String, connect_timeout: Duration, waiters: Arc<Waiters>) {
     let mut failures = 0;
-    loop {
+    for client in clients.iter().cycle() {
         let subscribed = async {
             let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
                 .await
