@@ -177,7 +177,7 @@ async fn postgres_sweep_deletes_expired_records_only() {
 
 fn acquired(claim: idempotent_actix::Claim) -> idempotent_actix::FencingToken {
     match claim {
-        idempotent_actix::Claim::Acquired(token) => token,
+        idempotent_actix::Claim::Acquired(token) | idempotent_actix::Claim::Reacquired(token) => token,
         other => panic!("a free key must be acquired, got {other:?}"),
     }
 }

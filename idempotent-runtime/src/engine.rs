@@ -254,7 +254,7 @@ struct Keyed {
 
 impl Keyed {
     /// Makes the key available to the handler's [`IdempotencyKey`] extractor.
-    fn expose(&self, req: &HttpRequest, route: &Route) {
+    fn expose(&self, req: &HttpRequest, route: &Route, first_attempt: bool) {
         let key = match &self.key_from_body {
             Some(key) => key.clone(),
             None => match key::from_headers(req.headers(), route.header()) {
@@ -263,7 +263,7 @@ impl Keyed {
             },
         };
         req.extensions_mut()
-            .insert(IdempotencyKey::new(key, self.tenant.clone()));
+            .insert(IdempotencyKey::new(key, self.tenant.clone(), first_attempt));
     }
 
     /// Whether a record or claim with `fingerprint` was made by this same request.
@@ -534,7 +534,8 @@ impl<R: Deref<Target = Route>> Leader<R> {
                 )
                 .await;
             let held_elsewhere = match claim {
-                Ok(Claim::Acquired(token)) => return self.execute(token, req, run).await,
+                Ok(Claim::Acquired(token)) => return self.execute(token, true, req, run).await,
+                Ok(Claim::Reacquired(token)) => return self.execute(token, false, req, run).await,
                 Ok(Claim::Completed(record)) => return self.finish_with_record(record, &req),
                 Ok(Claim::InFlight { fingerprint }) => fingerprint,
                 Err(_) => return self.store_failed(req, run).await,
@@ -639,13 +640,13 @@ impl<R: Deref<Target = Route>> Leader<R> {
         }
     }
 
-    async fn execute<F, Fut>(self, token: FencingToken, req: HttpRequest, run: F) -> Answer
+    async fn execute<F, Fut>(self, token: FencingToken, first_attempt: bool, req: HttpRequest, run: F) -> Answer
     where
         F: FnOnce(HttpRequest, dev::Payload) -> Fut,
         Fut: Future<Output = HttpResponse>,
     {
         self.guard.running();
-        self.keyed.expose(&req, &self.route);
+        self.keyed.expose(&req, &self.route, first_attempt);
         // The app's hook needs the request, which moves into the handler (a middleware's inner
         // service routes it, which it may only do as its sole owner) and goes down with it if it
         // panics: with a hook, the answer to a panic is rendered now.

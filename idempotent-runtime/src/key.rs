@@ -65,11 +65,24 @@ pub enum KeyError {
 pub struct IdempotencyKey {
     key: String,
     tenant: Option<String>,
+    first_attempt: bool,
 }
 
 impl IdempotencyKey {
-    pub(crate) fn new(key: String, tenant: Option<String>) -> Self {
-        Self { key, tenant }
+    pub(crate) fn new(key: String, tenant: Option<String>, first_attempt: bool) -> Self {
+        Self {
+            key,
+            tenant,
+            first_attempt,
+        }
+    }
+
+    /// `false` when an earlier execution of this key started and did not complete: it was
+    /// released (a response outside the cache policy, such as a 503, or a panic) or the replica
+    /// running it died and its lease lapsed. Its effects may then already have happened
+    /// downstream: forward the same key there, or look the effect up before repeating it.
+    pub fn is_first_attempt(&self) -> bool {
+        self.first_attempt
     }
 
     /// The key as the client sent it (unquoted), or as taken from the body with `key_from`.

@@ -232,3 +232,57 @@ async fn a_handler_reads_its_key_and_tenant_to_forward_them_downstream() {
         "no key to forward: the handler did not run"
     );
 }
+
+#[post("/flaky-charges")]
+#[idempotent(required = true)]
+async fn flaky_charge(runs: web::Data<Runs>, key: IdempotencyKey) -> HttpResponse {
+    let run = runs.hit();
+    let body = json!({ "run": run, "first_attempt": key.is_first_attempt() });
+    match run {
+        1 => HttpResponse::ServiceUnavailable().json(body), // not stored: the key is released
+        _ => HttpResponse::Created().json(body),
+    }
+}
+
+/// A re-execution after a released attempt (here a 503 outside the cache policy) tells the
+/// handler that an earlier attempt started, so it can check downstream before repeating.
+#[actix_web::test]
+async fn a_handler_learns_whether_an_earlier_attempt_of_its_key_started() {
+    let server = serve_with(testing_config(), |cfg| {
+        cfg.service(flaky_charge);
+    });
+    let key = new_key();
+    let attempt = || {
+        send(
+            server
+                .post("/flaky-charges")
+                .insert_header(("Idempotency-Key", key.as_str())),
+            "",
+        )
+    };
+    let first = attempt().await;
+    assert_eq!(
+        (first.status.as_u16(), first.json()["first_attempt"].clone()),
+        (503, json!(true))
+    );
+    let second = attempt().await;
+    assert_eq!(
+        (second.status.as_u16(), second.json()["first_attempt"].clone()),
+        (201, json!(false))
+    );
+    let replay = attempt().await;
+    assert!(replay.is_replay());
+    assert_eq!(server.runs(), 2);
+    let other = send(
+        server
+            .post("/flaky-charges")
+            .insert_header(("Idempotency-Key", new_key())),
+        "",
+    )
+    .await;
+    assert_eq!(other.json()["first_attempt"], json!(true), "another key starts afresh");
+}
+
+fn testing_config() -> Idempotency {
+    idempotent_actix::testing::isolated()
+}

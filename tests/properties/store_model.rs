@@ -346,7 +346,7 @@ impl Slot {
 
 fn seen_by_claim(claim: &Claim) -> Seen {
     match claim {
-        Claim::Acquired(_) => Seen::Nothing,
+        Claim::Acquired(_) | Claim::Reacquired(_) => Seen::Nothing,
         Claim::InFlight { fingerprint } => Seen::InFlight(*fingerprint),
         Claim::Completed(record) => Seen::Completed(Arc::clone(record)),
     }
@@ -385,7 +385,7 @@ async fn apply(
             let slot = &mut slots[slot];
             let (claim, call) = timed(store.claim(&slot.key, fingerprint(request), lease.duration())).await?;
             slot.expect(&seen_by_claim(&claim), call)?;
-            if let Claim::Acquired(token) = claim {
+            if let Some(token) = claim.token() {
                 slot.acquired(token, request, lease, call)?;
             }
         }
@@ -494,10 +494,7 @@ fn claimed_together(
     let mut winners: Vec<_> = claims
         .iter()
         .zip(requests)
-        .filter_map(|(claim, &request)| match claim {
-            Claim::Acquired(token) => Some((*token, request)),
-            _ => None,
-        })
+        .filter_map(|(claim, &request)| Some((claim.token()?, request)))
         .collect();
     winners.sort_unstable();
     let lease_could_lapse = matches!(lease, Span::Short) && call.end + SLACK >= call.start + SHORT;
@@ -513,7 +510,7 @@ fn claimed_together(
             .iter()
             .any(|&(_, request)| matches!(seen, Seen::InFlight(found) if *found == fingerprint(request)))
     };
-    for claim in claims.iter().filter(|claim| !matches!(claim, Claim::Acquired(_))) {
+    for claim in claims.iter().filter(|claim| claim.token().is_none()) {
         let seen = seen_by_claim(claim);
         if !saw_a_winner(&seen) {
             slot.expect(&seen, call)?;

@@ -41,6 +41,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_stale_token_changes_nothing(&*store).await;
     renewal_keeps_a_claim_alive(&*store).await;
     a_lapsed_lease_is_taken_over_with_a_larger_token(&*store).await;
+    a_claim_after_a_release_or_a_lapse_is_reacquired(&*store).await;
     a_completed_record_expires_after_its_ttl(&*store).await;
     records_are_isolated_by_scope_and_key(&*store).await;
     waiting_returns_once_the_key_completes(Arc::clone(&store)).await;
@@ -86,9 +87,34 @@ fn response_record(seed: u8) -> Arc<Record> {
 
 async fn acquire(store: &dyn Store, key: &RecordKey, seed: u8, lease: Duration) -> FencingToken {
     match store.claim(key, fingerprint(seed), lease).await.expect("claim") {
-        Claim::Acquired(token) => token,
+        Claim::Acquired(token) | Claim::Reacquired(token) => token,
         other => panic!("claim of a free key must be acquired, got {other:?}"),
     }
+}
+
+/// A first claim is [`Claim::Acquired`]; a claim after a release or after a lapsed lease is
+/// [`Claim::Reacquired`], so the handler knows an earlier attempt started.
+pub async fn a_claim_after_a_release_or_a_lapse_is_reacquired(store: &dyn Store) {
+    let key = fresh_key("attempts");
+    let first = store.claim(&key, fingerprint(9), LEASE).await.expect("claim");
+    let Claim::Acquired(token) = first else {
+        panic!("the first claim of a key must be Acquired, got {first:?}")
+    };
+    assert!(store.release(&key, token).await.expect("release"));
+    let again = store
+        .claim(&key, fingerprint(9), Duration::from_millis(200))
+        .await
+        .expect("claim");
+    assert!(
+        matches!(again, Claim::Reacquired(_)),
+        "a claim after a release must be Reacquired, got {again:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after_lapse = store.claim(&key, fingerprint(9), LEASE).await.expect("claim");
+    assert!(
+        matches!(after_lapse, Claim::Reacquired(_)),
+        "a claim after a lapsed lease must be Reacquired, got {after_lapse:?}"
+    );
 }
 
 async fn lookup(store: &dyn Store, key: &RecordKey) -> Lookup {
@@ -125,7 +151,7 @@ pub async fn concurrent_claims_have_exactly_one_winner(store: Arc<dyn Store>, n:
     let mut acquired = 0;
     for claim in claims {
         match claim.await.expect("claim task") {
-            Claim::Acquired(_) => acquired += 1,
+            Claim::Acquired(_) | Claim::Reacquired(_) => acquired += 1,
             Claim::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(2)),
             Claim::Completed(_) => panic!("nothing completed this key"),
         }

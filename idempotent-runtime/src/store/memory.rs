@@ -14,6 +14,9 @@ use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
+/// How many released keys a store remembers (about 100 bytes each).
+const RELEASED_KEPT: u64 = 100_000;
+
 /// Default capacity: 64 MiB of records.
 const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 
@@ -50,6 +53,11 @@ pub struct MemoryStore {
 struct Inner {
     completed: RecordCache,
     claims: DashMap<RecordKey, Claimed>,
+    /// Keys whose claim was released, so that their next claim is [`Claim::Reacquired`];
+    /// remembered for a day, at most [`RELEASED_KEPT`] of them.
+    released: moka::sync::Cache<RecordKey, ()>,
+    /// Whether any key was ever released: until then, first executions skip that cache.
+    any_released: std::sync::atomic::AtomicBool,
     next_token: AtomicU64,
     changed: Notify,
 }
@@ -108,6 +116,11 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 completed: RecordCache::authoritative(capacity_bytes),
                 claims: DashMap::new(),
+                released: moka::sync::Cache::builder()
+                    .max_capacity(RELEASED_KEPT)
+                    .time_to_live(Duration::from_secs(24 * 60 * 60))
+                    .build(),
+                any_released: std::sync::atomic::AtomicBool::new(false),
                 next_token: AtomicU64::new(1),
                 changed: Notify::new(),
             }),
@@ -127,6 +140,10 @@ impl MemoryStore {
     /// Bytes currently accounted to completed records.
     pub fn weighted_size(&self) -> u64 {
         self.inner.completed.weighted_size()
+    }
+
+    fn was_released(&self, key: &RecordKey) -> bool {
+        self.inner.any_released.load(Ordering::Relaxed) && self.inner.released.contains_key(key)
     }
 
     fn completed(&self, key: &RecordKey) -> Option<Arc<Record>> {
@@ -169,12 +186,16 @@ impl Store for MemoryStore {
                 match entry {
                     Entry::Occupied(mut lapsed) => {
                         lapsed.insert(claimed);
+                        Claim::Reacquired(token)
                     }
                     Entry::Vacant(vacant) => {
                         vacant.insert(claimed);
+                        match self.was_released(key) {
+                            true => Claim::Reacquired(token),
+                            false => Claim::Acquired(token),
+                        }
                     }
                 }
-                Claim::Acquired(token)
             }
         };
         Ok(claim)
@@ -201,6 +222,9 @@ impl Store for MemoryStore {
             if let Entry::Occupied(claim) = claim {
                 claim.remove();
             }
+            if inner.any_released.load(Ordering::Relaxed) {
+                inner.released.invalidate(key);
+            }
         });
         inner.changed.notify_waiters();
         Ok(held)
@@ -212,6 +236,10 @@ impl Store for MemoryStore {
                 claim.remove();
             }
         });
+        if released {
+            self.inner.any_released.store(true, Ordering::Relaxed);
+            self.inner.released.insert(key.clone(), ());
+        }
         self.inner.changed.notify_waiters();
         Ok(released)
     }

@@ -9,6 +9,9 @@
 //!   any number of processes, exactly one gets [`Claim::Acquired`]. No read-then-write races.
 //! - **Leases**: a claim whose lease lapsed (its holder died) may be taken over by a new claim,
 //!   which gets a new, larger fencing token. [`Store::renew`] extends a live claim.
+//! - **Attempts**: a claim of a key whose earlier claim was released or lapsed (and that has not
+//!   completed since) is [`Claim::Reacquired`]; the claim of a key never claimed is
+//!   [`Claim::Acquired`]. A store remembers released keys for at least a day.
 //! - **Fencing**: [`Store::complete`], [`Store::renew`] and [`Store::release`] act only if the
 //!   token still holds the claim; a stale token changes nothing and gets `Ok(false)`.
 //! - **Expiry**: a completed record is never returned after its ttl; the key is then absent.
@@ -53,6 +56,17 @@ use crate::record::{DecodeError, Record};
 pub struct RecordKey {
     id: Arc<str>,
     hash: u64,
+}
+
+impl Claim {
+    /// The token when the caller now holds the key ([`Claim::Acquired`] or
+    /// [`Claim::Reacquired`]).
+    pub fn token(&self) -> Option<FencingToken> {
+        match self {
+            Self::Acquired(token) | Self::Reacquired(token) => Some(*token),
+            Self::InFlight { .. } | Self::Completed(_) => None,
+        }
+    }
 }
 
 impl PartialEq for RecordKey {
@@ -122,6 +136,10 @@ pub struct FencingToken(pub u64);
 pub enum Claim {
     /// The caller holds the key and must run the handler, then complete or release.
     Acquired(FencingToken),
+    /// The caller holds the key, and an earlier execution of it started and did not complete:
+    /// it was released (an outcome outside the cache policy, a panic) or its lease lapsed (its
+    /// replica died). The handler learns it through `IdempotencyKey::is_first_attempt`.
+    Reacquired(FencingToken),
     /// Another execution holds the key; its fingerprint tells a duplicate from a mismatch.
     InFlight {
         /// Fingerprint of the running request.

@@ -32,6 +32,8 @@ pub(crate) fn topic_of(key: &RecordKey) -> String {
 /// record (for [`super::CachedStore`]).
 pub(crate) enum RemoteState {
     Acquired(FencingToken),
+    /// Acquired, and an earlier claim of the key was released or lapsed.
+    Reacquired(FencingToken),
     InFlight(Fingerprint),
     Completed(Arc<Record>, Option<Duration>),
     Absent,
@@ -42,6 +44,7 @@ impl RemoteState {
     pub(crate) fn into_claim(self) -> Result<(Claim, Option<Duration>), StoreError> {
         match self {
             Self::Acquired(token) => Ok((Claim::Acquired(token), None)),
+            Self::Reacquired(token) => Ok((Claim::Reacquired(token), None)),
             Self::InFlight(fingerprint) => Ok((Claim::InFlight { fingerprint }, None)),
             Self::Completed(record, expires_in) => Ok((Claim::Completed(record), expires_in)),
             Self::Absent => Err(unexpected("claim left the key absent")),
@@ -54,7 +57,7 @@ impl RemoteState {
             Self::Absent => Ok((Lookup::Absent, None)),
             Self::InFlight(fingerprint) => Ok((Lookup::InFlight { fingerprint }, None)),
             Self::Completed(record, expires_in) => Ok((Lookup::Completed(record), expires_in)),
-            Self::Acquired(_) => Err(unexpected("lookup acquired the key")),
+            Self::Acquired(_) | Self::Reacquired(_) => Err(unexpected("lookup acquired the key")),
         }
     }
 }
