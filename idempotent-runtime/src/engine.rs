@@ -70,21 +70,23 @@ where
 {
     let payload = payload.into_inner();
     let handoff = req.extensions_mut().remove::<Handoff>();
-    if let Some(handoff) = handoff {
-        handoff.yield_to(route).await;
-    }
+    let held = handoff.and_then(|handoff| handoff.take_over(&req, route));
     if is_read_only(req.method()) || !may_carry_key(route, &req) {
+        if let Some(held) = held {
+            held.release(Idempotency::for_request(&req)).await;
+        }
         return run(req, payload).await;
     }
     let config = Idempotency::for_request(&req).clone();
     // Boxed, so the future of every request to the handler (keyed or not) stays the size of
     // the handler's own: actix allocates it per request.
-    Box::pin(protect(config, route, req, payload, run, None)).await
+    Box::pin(protect(config, route, req, payload, run, None, held)).await
 }
 
 /// Runs one write request through the engine with `route`'s options: the annotated handler's,
 /// or the middleware's. `run` is the handler, or (with `upstream`, for the middleware) the rest
-/// of the service chain, where an annotated handler may take the request over.
+/// of the service chain, where an annotated handler may take the request over. `held` is the
+/// middleware's claim of a request an annotated handler took over.
 pub(crate) async fn protect<R, F, Fut>(
     config: Idempotency,
     route: R,
@@ -92,6 +94,7 @@ pub(crate) async fn protect<R, F, Fut>(
     payload: dev::Payload,
     run: F,
     upstream: Option<Rc<Upstream>>,
+    held: Option<HeldClaim>,
 ) -> HttpResponse
 where
     R: Deref<Target = Route> + 'static,
@@ -101,12 +104,20 @@ where
     let name = route.options().handler;
     let started = std::time::Instant::now();
     let span = observe::span(name);
-    let answer = match prepare(&route, &config, &req, payload, upstream.as_deref())
+    let prepared = prepare(&route, &config, &req, payload, upstream.as_deref())
         .instrument(span.clone())
-        .await
-    {
+        .await;
+    // The middleware's claim is this request's own only under the same identity.
+    let (adopted, foreign) = match (&prepared, held) {
+        (Ok(Prepared::Keyed(keyed)), Some(held)) if held.covers(&keyed.id, &config) => (Some(held), None),
+        (_, held) => (None, held),
+    };
+    if let Some(foreign) = foreign {
+        foreign.release(&config).await;
+    }
+    let answer = match prepared {
         Ok(Prepared::Keyed(keyed)) => {
-            execute_once(config, route, req, keyed, run, upstream)
+            execute_once(config, route, req, keyed, run, upstream, adopted)
                 .instrument(span.clone())
                 .await
         }
@@ -124,45 +135,80 @@ where
 }
 
 /// What the middleware learns from one request it passed to the rest of the service chain:
-/// whether an annotated handler took it over.
+/// whether an annotated handler took it over, and that handler's fingerprint mode.
 pub(crate) struct Upstream {
-    /// The middleware has not yet learnt who governs this request's route: records made by an
-    /// annotated handler there (fingerprinted in the other mode) count as this request's own.
-    pub(crate) probing: bool,
+    /// Records and claims fingerprinted in the other mode count as this request's own: an
+    /// annotated handler with the other `fingerprint` mode may govern the route.
+    pub(crate) alt: bool,
     pub(crate) reached: Cell<bool>,
-    pub(crate) taken_over: Cell<bool>,
+    pub(crate) taken_over: Cell<Option<FingerprintMode>>,
 }
 
 impl Upstream {
-    pub(crate) fn new(probing: bool) -> Self {
+    pub(crate) fn new(alt: bool) -> Self {
         Self {
-            probing,
+            alt,
             reached: Cell::new(false),
-            taken_over: Cell::new(false),
+            taken_over: Cell::new(None),
+        }
+    }
+
+    fn taken_over(&self) -> bool {
+        self.taken_over.get().is_some()
+    }
+}
+
+/// Set on a request the middleware passes on to the rest of the chain, with the middleware's
+/// claim if it holds one. An annotated handler that finds it takes the request over: its
+/// attribute's options govern it. Under the same record identity it adopts the claim (and
+/// completes it with its own fingerprint, ttl and cache policy); under another (another scope,
+/// header or namespace) it releases it and claims its own. The middleware then stores nothing,
+/// and its in-process duplicates go down the chain themselves.
+struct Handoff {
+    upstream: Rc<Upstream>,
+    claim: Option<HeldClaim>,
+}
+
+/// The middleware's claim of a request, handed to the annotated handler that takes it over.
+pub(crate) struct HeldClaim {
+    store: Arc<dyn Store>,
+    key: RecordKey,
+    token: FencingToken,
+    first_attempt: bool,
+}
+
+impl HeldClaim {
+    fn covers(&self, key: &RecordKey, config: &Idempotency) -> bool {
+        let same_store = std::ptr::addr_eq(Arc::as_ptr(&self.store), Arc::as_ptr(&config.inner.store));
+        same_store && self.key == *key
+    }
+
+    /// Frees a claim the handler does not adopt; on failure it lapses with its lease.
+    async fn release(self, config: &Idempotency) {
+        let released =
+            tokio::time::timeout(config.inner.store_timeout, self.store.release(&self.key, self.token)).await;
+        if !matches!(released, Ok(Ok(_))) {
+            config.inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            observe::store_error("release");
+            tracing::warn!(
+                key = ?self.key,
+                "could not free the middleware's claim of a request an annotated handler took over: it lapses with its lease"
+            );
         }
     }
 }
 
-/// Set on a request the middleware passes on to the rest of the chain. An annotated handler
-/// that finds it takes the request over (its attribute's options govern it): it frees the
-/// middleware's claim and runs the engine with its own options; the middleware then stores
-/// nothing and learns to leave that route to the attribute.
-struct Handoff {
-    upstream: Rc<Upstream>,
-    claim: Option<(Arc<dyn Store>, RecordKey, FencingToken)>,
-}
-
 impl Handoff {
-    async fn yield_to(self, route: &Route) {
-        self.upstream.taken_over.set(true);
+    /// Marks the request as taken over by `route` and hands back the middleware's claim.
+    fn take_over(self, req: &HttpRequest, route: &Route) -> Option<HeldClaim> {
+        self.upstream.taken_over.set(Some(route.options().fingerprint));
+        // The middleware's view of the key; the handler's engine exposes its own.
+        req.extensions_mut().remove::<IdempotencyKey>();
         tracing::debug!(
             handler = route.options().handler,
             "an #[idempotent] handler took over a request from IdempotentMiddleware: its attribute governs it"
         );
-        if let Some((store, key, token)) = self.claim {
-            // A claim left behind lapses with its lease; the handler's own claim is what counts.
-            let _ = tokio::time::timeout(Duration::from_secs(5), store.release(&key, token)).await;
-        }
+        self.claim
     }
 }
 
@@ -204,6 +250,16 @@ impl Answer {
     }
 
     /// A duplicate that had to wait reports [`Outcome::Waited`] instead of a plain replay.
+    /// An answer the middleware reports only if no annotated handler took the request over (that
+    /// handler's engine reported it).
+    fn unless_taken_over(response: HttpResponse, outcome: Outcome, upstream: Option<&Upstream>) -> Self {
+        let taken_over = upstream.is_some_and(Upstream::taken_over);
+        Self {
+            response,
+            outcome: (!taken_over).then_some(outcome),
+        }
+    }
+
     fn after_waiting(mut self) -> Self {
         if self.outcome == Some(Outcome::Replayed) {
             self.outcome = Some(Outcome::Waited);
@@ -301,7 +357,7 @@ async fn prepare(
     };
     let fingerprint_in = |mode| Fingerprint::of(req.method().as_str(), req.path(), req.query_string(), &body, mode);
     let fingerprint = fingerprint_in(options.fingerprint);
-    let alt = upstream.is_some_and(|upstream| upstream.probing).then(|| {
+    let alt = upstream.is_some_and(|upstream| upstream.alt).then(|| {
         fingerprint_in(match options.fingerprint {
             FingerprintMode::Body => FingerprintMode::Json,
             FingerprintMode::Json => FingerprintMode::Body,
@@ -387,21 +443,29 @@ async fn execute_once<R, F, Fut>(
     keyed: Keyed,
     run: F,
     upstream: Option<Rc<Upstream>>,
+    adopted: Option<HeldClaim>,
 ) -> Answer
 where
     R: Deref<Target = Route> + 'static,
     F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
     Fut: Future<Output = HttpResponse> + 'static,
 {
-    if let Some(record) = config.inner.store.cached(&keyed.id) {
-        return answer_with_record(&config, &req, &record, &keyed);
+    if adopted.is_none() {
+        if let Some(record) = config.inner.store.cached(&keyed.id) {
+            return answer_with_record(&config, &req, &record, &keyed);
+        }
     }
     match config
         .inner
         .flights
         .join(&keyed.id, keyed.fingerprint, upstream.is_some())
     {
-        Role::Follower(flight) => follow(&config, &route, req, keyed, &flight, run, upstream).await,
+        Role::Follower(flight) => {
+            if let Some(adopted) = adopted {
+                adopted.release(&config).await;
+            }
+            follow(&config, &route, req, keyed, &flight, run, upstream).await
+        }
         Role::Leader(guard) => {
             let tracker = config.inner.tracker.clone();
             let leader = Leader {
@@ -410,6 +474,7 @@ where
                 keyed,
                 guard,
                 upstream,
+                adopted: adopted.map(|held| (held.token, held.first_attempt)),
             };
             // Spawned, so a client that disconnects (RST) cannot cancel a started execution.
             // The request moves into the task: a middleware's inner service must route it while
@@ -460,7 +525,7 @@ where
         let current = state.borrow_and_update().clone();
         match (current, policy) {
             (State::Done(shared), _) => {
-                let answer = answer_follower(config, policy, req, keyed, shared, run, upstream).await;
+                let answer = answer_follower(config, route, req, keyed, shared, run, upstream).await;
                 return if waited { answer.after_waiting() } else { answer };
             }
             (State::Running, InFlight::Reject) => return Answer::refused(config, &config.in_flight(), &req),
@@ -478,7 +543,7 @@ where
 
 async fn answer_follower<F, Fut>(
     config: &Idempotency,
-    policy: InFlight,
+    route: &Route,
     req: HttpRequest,
     keyed: Keyed,
     shared: Shared,
@@ -489,15 +554,30 @@ where
     F: FnOnce(HttpRequest, dev::Payload) -> Fut,
     Fut: Future<Output = HttpResponse>,
 {
+    let policy = route.options().in_flight;
     match shared {
         Shared::Record(record) => answer_with_record(config, &req, &record, &keyed),
         Shared::Response(stored) => Answer::new(replay::replay(&stored, config, &req), Outcome::Replayed),
+        // An annotated handler took the leader's request over: this duplicate goes down the
+        // chain too, where that handler's engine groups it by its own options.
+        Shared::Delegated => match upstream {
+            Some(upstream) => {
+                let handoff = Some(Handoff { upstream, claim: None });
+                let response = run_upstream(req, dev::Payload::from(keyed.body), handoff, run).await;
+                Answer {
+                    response,
+                    outcome: None,
+                }
+            }
+            None => Answer::refused(config, &config.in_flight(), &req),
+        },
         Shared::Busy if policy == InFlight::Accept => Answer::refused(config, &config.accepted(), &req),
         Shared::Busy => Answer::refused(config, &config.in_flight(), &req),
         Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
-            let handoff = upstream.map(|upstream| Handoff { upstream, claim: None });
+            keyed.expose(&req, route, true);
+            let handoff = upstream.clone().map(|upstream| Handoff { upstream, claim: None });
             let response = run_upstream(req, dev::Payload::from(keyed.body), handoff, run).await;
-            Answer::new(response, Outcome::StoreError)
+            Answer::unless_taken_over(response, Outcome::StoreError, upstream.as_deref())
         }
         Shared::Failed(error) => Answer::refused(config, &error, &req),
     }
@@ -510,6 +590,8 @@ struct Leader<R> {
     keyed: Keyed,
     guard: LeaderGuard,
     upstream: Option<Rc<Upstream>>,
+    /// The middleware's claim this execution adopted: it claims nothing of its own.
+    adopted: Option<(FencingToken, bool)>,
 }
 
 enum RemoteWait {
@@ -524,6 +606,9 @@ impl<R: Deref<Target = Route>> Leader<R> {
         F: FnOnce(HttpRequest, dev::Payload) -> Fut,
         Fut: Future<Output = HttpResponse>,
     {
+        if let Some((token, first_attempt)) = self.adopted {
+            return self.execute(token, first_attempt, req, run).await;
+        }
         let inner = &self.config.inner;
         let deadline = Instant::now() + inner.wait_timeout;
         loop {
@@ -597,43 +682,42 @@ impl<R: Deref<Target = Route>> Leader<R> {
         Fut: Future<Output = HttpResponse>,
     {
         let error = self.config.store_unavailable();
-        let handoff = self.handoff(None);
+        let handoff = self.handoff(None, true);
         self.guard.publish(Shared::Failed(error.clone()));
         if self.config.inner.fail_open {
             tracing::warn!(
                 handler = self.route.options().handler,
                 "idempotency store unavailable: running unprotected (fail open)"
             );
+            self.keyed.expose(&req, &self.route, true);
             let response = run_upstream(req, dev::Payload::from(self.keyed.body), handoff, run).await;
-            return Answer::new(response, Outcome::StoreError);
+            return Answer::unless_taken_over(response, Outcome::StoreError, self.upstream.as_deref());
         }
         Answer::refused(&self.config, &error, &req)
     }
 
     /// The mark that lets an annotated handler down the middleware's chain take over.
-    fn handoff(&self, token: Option<FencingToken>) -> Option<Handoff> {
+    fn handoff(&self, token: Option<FencingToken>, first_attempt: bool) -> Option<Handoff> {
         let upstream = Rc::clone(self.upstream.as_ref()?);
-        let claim = token.map(|token| (Arc::clone(&self.config.inner.store), self.keyed.id.clone(), token));
+        let claim = token.map(|token| HeldClaim {
+            store: Arc::clone(&self.config.inner.store),
+            key: self.keyed.id.clone(),
+            token,
+            first_attempt,
+        });
         Some(Handoff { upstream, claim })
     }
 
     fn taken_over(&self) -> bool {
-        self.upstream.as_ref().is_some_and(|upstream| upstream.taken_over.get())
+        self.upstream.as_deref().is_some_and(Upstream::taken_over)
     }
 
     /// The answer of an annotated handler that took the request over: its engine stored (or
-    /// released) its own record; this execution's followers get a copy of its answer.
-    async fn delegated(self, response: HttpResponse) -> Answer {
-        let inner = &self.config.inner;
-        let (response, shared) = match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await
-        {
-            Captured::Complete { head, body } => {
-                let shared = Shared::Response(Arc::new(replay::to_stored(&head, body.clone())));
-                (head.set_body(BoxBody::new(body)), shared)
-            }
-            Captured::Partial { head, body, .. } => (head.set_body(body), Shared::Busy),
-        };
-        self.guard.publish(shared);
+    /// released) the record under its own options, and reported it. This execution's
+    /// duplicates are not necessarily that handler's (another tenant, another fingerprint
+    /// mode): each goes down the chain itself.
+    fn delegated(self, response: HttpResponse) -> Answer {
+        self.guard.publish(Shared::Delegated);
         Answer {
             response,
             outcome: None,
@@ -654,7 +738,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
             .config
             .has_error_hook()
             .then(|| self.config.error_response(&IdempotencyError::HandlerFailed, &req));
-        let handoff = self.handoff(Some(token));
+        let handoff = self.handoff(Some(token), first_attempt);
         let handler = AssertUnwindSafe(run_upstream(
             req,
             dev::Payload::from(self.keyed.body.clone()),
@@ -674,7 +758,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
             return Answer::new(response, Outcome::Released);
         };
         if self.taken_over() {
-            return self.delegated(response).await;
+            return self.delegated(response);
         }
         let inner = &self.config.inner;
         let executed = response.extensions().get::<NotExecuted>().is_none();

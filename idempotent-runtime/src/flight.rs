@@ -27,6 +27,9 @@ pub(crate) enum Shared {
     Busy,
     /// The engine's answer for every duplicate.
     Failed(IdempotencyError),
+    /// An annotated handler took the middleware's request over: each duplicate goes down the
+    /// chain itself.
+    Delegated,
 }
 
 #[derive(Debug, Clone)]

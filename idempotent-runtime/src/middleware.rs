@@ -24,32 +24,40 @@
 //!
 //! # With `#[idempotent]` handlers inside
 //!
-//! The attribute wins: a request that reaches an annotated handler is governed by that
-//! handler's attribute alone (its header, scope, fingerprint, cache policy, ttl), whether or not
-//! the middleware wraps it, and runs through the engine once.
+//! The attribute wins for the requests the middleware takes: a request that reaches an
+//! annotated handler is executed and stored under that handler's attribute (its scope,
+//! fingerprint, cache policy, ttl), once. actix-web routes a request only after its middleware
+//! ran, so the middleware claims the key first, then passes the request on with a mark; an
+//! annotated handler that finds the mark takes the request over:
 //!
-//! actix-web routes a request only after its middleware ran, so the middleware learns which
-//! handler a route leads to from the requests it passes on. It looks the route up in the app's
-//! resource map before routing (method and pattern, e.g. `POST /v1/orders/{id}`):
+//! - under the same record identity (same namespace, scope and key), it adopts the
+//!   middleware's claim and completes it with its own fingerprint, ttl and cache policy: no
+//!   extra store call;
+//! - under another identity (a tenant-scoped handler behind a global middleware), it frees the
+//!   middleware's claim and runs the engine on its own;
+//! - the middleware then stores nothing, and its in-process duplicates of that request go down
+//!   the chain themselves, where the handler's engine groups them by its own options.
 //!
-//! - a route it has seen reach an annotated handler is passed on untouched;
-//! - a route it has seen reach a handler without the attribute is protected with the
-//!   middleware's options;
-//! - a route it has not seen yet (each worker learns once per route) is protected with the
-//!   middleware's options, and an annotated handler it reaches takes the request over: it frees
-//!   the middleware's claim and runs the engine with its own options. Meanwhile the middleware
-//!   treats a record fingerprinted in the other mode (`"body"` or `"json"`) as this request's
-//!   own, so a retry of a request an annotated handler stored (on another worker or replica) is
-//!   a replay, never a conflict. (Such a replay, answered before the worker has seen the route
-//!   run, is reported under the middleware's name.)
+//! A handler without the attribute is protected by the middleware's claim and options. Since
+//! the middleware does not know in advance which handler a request reaches, it treats a
+//! stored record fingerprinted in the other mode (`"body"` or `"json"`) as the request's own
+//! until this worker has seen the route (method and resource pattern) run with the
+//! middleware's mode, so a retry of a record an annotated handler stored is a replay, never a
+//! conflict. Replays found by the middleware are answered (and reported) by the middleware.
 //!
-//! [`except`](IdempotentMiddleware::except) still leaves a path to its handlers without the
-//! middleware looking at it at all.
+//! What the middleware refuses before any handler runs stays refused: with
+//! [`required`](IdempotentMiddleware::required), a request without its key; a key it finds
+//! invalid; a tenant it cannot resolve under [`Scope::Tenant`]. A request without the
+//! middleware's key passes through untouched, so an annotated handler reading another header
+//! (`X-Event-ID`) protects it. [`except`](IdempotentMiddleware::except) leaves a path to its
+//! handlers without the middleware looking at it at all.
 //!
 //! Responses of the inner service are stored under the cache policy like a handler's. As with
 //! the attribute, the errors of actix-web's extractors (`web::Json`, `web::Path`, `web::Query`,
 //! `web::Form`, the payload and header extractors) are never stored, whatever the policy: the
-//! handler did not run. The errors of your own extractors are responses like any other.
+//! handler did not run. (A handler that returns one of these error types itself, with a 4xx
+//! status, is treated the same way.) The errors of your own extractors, and of the
+//! payload extractors (`web::Bytes`, `String`), are responses like any other.
 //!
 //! # Panics
 //!
@@ -250,20 +258,13 @@ struct Shared {
     methods: Vec<Method>,
     except: Vec<String>,
     config: Option<Idempotency>,
-    /// Who governs each route (method and resource pattern) this worker has seen executed.
-    governors: RefCell<HashMap<RouteId, Governor>>,
+    /// The fingerprint mode of the handler behind each route (method and resource pattern)
+    /// this worker has seen executed: the attribute's, or the middleware's own.
+    governors: RefCell<HashMap<RouteId, FingerprintMode>>,
 }
 
 /// A route as the app's resource map knows it before routing: method and pattern.
 type RouteId = (Method, String);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Governor {
-    /// An `#[idempotent]` handler: requests pass on untouched, its attribute governs them.
-    Attribute,
-    /// A handler without the attribute: the middleware's options govern it.
-    Middleware,
-}
 
 impl Shared {
     fn takes(&self, req: &ServiceRequest) -> bool {
@@ -273,25 +274,25 @@ impl Shared {
             && !engine::has_handoff(req.request())
     }
 
-    /// The route the request will reach, and who governs it, if a request to it ran before.
-    fn governor(&self, req: &ServiceRequest) -> (Option<RouteId>, Option<Governor>) {
+    /// The route the request will reach, and whether records of it may carry a fingerprint in
+    /// the other mode: unless this worker saw the route run with the middleware's own mode.
+    /// What is learnt only saves that second fingerprint; it never skips the middleware's
+    /// claim (two routes of one pattern may differ by a guard).
+    fn route_of(&self, req: &ServiceRequest) -> (Option<RouteId>, bool) {
         let Some(pattern) = req.request().match_pattern() else {
-            // No resource matches (a default service): no annotated handler to defer to.
-            return (None, Some(Governor::Middleware));
+            // No resource matches (a default service): no annotated handler behind it.
+            return (None, false);
         };
         let route = (req.method().clone(), pattern);
-        let governor = self.governors.borrow().get(&route).copied();
-        (Some(route), governor)
+        let learnt = self.governors.borrow().get(&route).copied();
+        let alt = learnt != Some(self.route.options().fingerprint);
+        (Some(route), alt)
     }
 
     fn learn(&self, route: Option<RouteId>, upstream: &Upstream) {
         if let (Some(route), true) = (route, upstream.reached.get()) {
-            let governor = if upstream.taken_over.get() {
-                Governor::Attribute
-            } else {
-                Governor::Middleware
-            };
-            self.governors.borrow_mut().insert(route, governor);
+            let mode = upstream.taken_over.get().unwrap_or(self.route.options().fingerprint);
+            self.governors.borrow_mut().insert(route, mode);
         }
     }
 
@@ -318,16 +319,14 @@ impl std::ops::Deref for SharedRoute {
 /// the handler's arguments refused): the handler did not run, so, as with `#[idempotent]`,
 /// the answer is never stored and the corrected request may reuse the key.
 fn refused_by_an_extractor(response: &HttpResponse) -> bool {
-    use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError, UrlencodedError};
-    let Some(error) = response.error() else {
+    use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
+    let Some(error) = response.error().filter(|_| response.status().is_client_error()) else {
         return false;
     };
     error.as_error::<JsonPayloadError>().is_some()
         || error.as_error::<PathError>().is_some()
         || error.as_error::<QueryPayloadError>().is_some()
         || error.as_error::<UrlencodedError>().is_some()
-        || error.as_error::<PayloadError>().is_some()
-        || error.as_error::<actix_web::error::ParseError>().is_some()
 }
 
 /// The service [`IdempotentMiddleware`] wraps around an `App` or `Scope`.
@@ -348,15 +347,12 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let (route, governor) = match self.shared.takes(&req) {
-            true => self.shared.governor(&req),
-            false => (None, Some(Governor::Attribute)),
-        };
-        if governor == Some(Governor::Attribute) {
+        if !self.shared.takes(&req) {
             let passed = self.service.call(req);
             return Box::pin(async move { passed.await.map(ServiceResponse::map_into_left_body) });
         }
-        let upstream = Rc::new(Upstream::new(governor.is_none()));
+        let (route, alt) = self.shared.route_of(&req);
+        let upstream = Rc::new(Upstream::new(alt));
         let (request, payload) = req.into_parts();
         let config = match &self.shared.config {
             Some(config) => config.clone(),
@@ -390,8 +386,16 @@ where
         let shared = Rc::clone(&self.shared);
         Box::pin(async move {
             let engine_route = SharedRoute(Rc::clone(&shared));
-            let response =
-                engine::protect(config, engine_route, request, payload, run, Some(Rc::clone(&upstream))).await;
+            let response = engine::protect(
+                config,
+                engine_route,
+                request,
+                payload,
+                run,
+                Some(Rc::clone(&upstream)),
+                None,
+            )
+            .await;
             shared.learn(route, &upstream);
             let kept = kept.borrow_mut().take();
             match kept {

@@ -286,3 +286,164 @@ async fn a_handler_learns_whether_an_earlier_attempt_of_its_key_started() {
 fn testing_config() -> Idempotency {
     idempotent_actix::testing::isolated()
 }
+
+#[post("/slow-tenant-orders")]
+#[idempotent(scope = "tenant")]
+async fn slow_tenant_order(runs: web::Data<Runs>, req: actix_web::HttpRequest) -> HttpResponse {
+    runs.hit();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tenant = req
+        .headers()
+        .get("X-Tenant-Id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    HttpResponse::Created().json(json!({ "tenant": tenant }))
+}
+
+/// While the middleware ran the first request, a duplicate by its (global) identity from
+/// another tenant followed it in process and was given the first tenant's response.
+#[actix_web::test]
+async fn behind_a_global_middleware_two_tenants_sending_one_key_at_once_get_their_own_responses() {
+    let config = Idempotency::builder()
+        .store(MemoryStore::default())
+        .tenant_from_header("X-Tenant-Id")
+        .build();
+    let server = serve_unconfigured_on(1, move |cfg| {
+        cfg.app_data(config.clone()).service(
+            web::scope("/v1")
+                .wrap(IdempotentMiddleware::new())
+                .service(slow_tenant_order),
+        );
+    });
+    for _ in 0..2 {
+        let key = new_key();
+        let as_tenant = |tenant: &'static str| {
+            server
+                .post("/v1/slow-tenant-orders")
+                .insert_header(("Idempotency-Key", key.as_str()))
+                .insert_header(("X-Tenant-Id", tenant))
+        };
+        let (acme, globex) = futures_util::join!(send(as_tenant("acme"), ""), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            send(as_tenant("globex"), "").await
+        });
+        assert_eq!(acme.json()["tenant"], "acme");
+        assert_eq!(globex.json()["tenant"], "globex", "never another tenant's response");
+    }
+    assert_eq!(server.runs(), 4, "one execution per tenant and key");
+}
+
+#[idempotent]
+async fn versioned_annotated(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().json(json!({ "id": uuid::Uuid::new_v4().to_string() }))
+}
+
+async fn versioned_plain(runs: web::Data<Runs>) -> HttpResponse {
+    runs.hit();
+    HttpResponse::Created().json(json!({ "id": uuid::Uuid::new_v4().to_string() }))
+}
+
+/// Two routes of one pattern, told apart by a guard: once the middleware had seen the
+/// annotated one, it let the plain one's keyed requests through unprotected.
+#[actix_web::test]
+async fn a_plain_route_sharing_its_pattern_with_an_annotated_one_stays_protected() {
+    let server = serve_with(testing_config(), |cfg| {
+        cfg.service(
+            web::scope("/v1").wrap(IdempotentMiddleware::new()).service(
+                web::resource("/versioned")
+                    .route(
+                        web::post()
+                            .guard(actix_web::guard::Header("x-version", "2"))
+                            .to(versioned_annotated),
+                    )
+                    .route(web::post().to(versioned_plain)),
+            ),
+        );
+    });
+    for _ in 0..2 {
+        let v2 = server
+            .post("/v1/versioned")
+            .insert_header(("Idempotency-Key", new_key()))
+            .insert_header(("x-version", "2"));
+        send(v2, "").await;
+    }
+    let key = new_key();
+    send(
+        server
+            .post("/v1/versioned")
+            .insert_header(("Idempotency-Key", key.as_str())),
+        "",
+    )
+    .await;
+    let retry = send(
+        server
+            .post("/v1/versioned")
+            .insert_header(("Idempotency-Key", key.as_str())),
+        "",
+    )
+    .await;
+    assert!(retry.is_replay(), "the plain route's retry is a replay: {retry:?}");
+    assert_eq!(server.runs(), 3);
+}
+
+/// Freeing the middleware's claim failed once, and the annotated handler then found that claim
+/// and answered its own first request 409: the handler now adopts the claim instead.
+#[actix_web::test]
+async fn a_request_taken_over_from_the_middleware_never_conflicts_with_the_middlewares_claim() {
+    let store = crate::faulty_store::FaultyStore::with(|faults| &faults.failing_releases);
+    let config = Idempotency::builder()
+        .store(store)
+        .wait_timeout(Duration::from_secs(2))
+        .build();
+    let server = serve_with(config, behind_the_middleware);
+    let key = new_key();
+    let order = || {
+        server
+            .post("/v1/json-orders")
+            .insert_header(("Idempotency-Key", key.as_str()))
+            .content_type("application/json")
+    };
+    let first = send(order(), r#"{"item":"book","quantity":1}"#).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let retry = send(order(), r#"{"quantity":1,"item":"book"}"#).await;
+    assert!(retry.is_replay(), "{retry:?}");
+    assert_eq!(server.runs(), 1);
+}
+
+async fn forwarding_fail_open(key: IdempotencyKey) -> HttpResponse {
+    HttpResponse::Created().body(key.key().to_owned())
+}
+
+/// With the store down and `fail_open(true)`, a handler taking `IdempotencyKey` answered 400
+/// `idempotency_key_missing` although the client sent the key.
+#[actix_web::test]
+async fn a_handler_running_unprotected_after_a_store_failure_still_gets_its_key() {
+    let store = crate::faulty_store::FaultyStore::with(|faults| &faults.down);
+    let config = Idempotency::builder()
+        .store(store)
+        .fail_open(true)
+        .tenant_from_header("X-Tenant-Id")
+        .build();
+    let server = serve_with(config, |cfg| {
+        cfg.service(
+            web::scope("/mw")
+                .wrap(IdempotentMiddleware::new())
+                .route("/forward", web::post().to(forwarding_fail_open)),
+        )
+        .service(forwarding);
+    });
+    let reply = send(server.post("/mw/forward").insert_header(("Idempotency-Key", "k-1")), "").await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (201, "k-1"));
+    let reply = send(
+        server
+            .post("/forwarding")
+            .insert_header(("Idempotency-Key", "k-2"))
+            .insert_header(("X-Tenant-Id", "acme")),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(reply.json()["key"], "k-2");
+}

@@ -30,6 +30,8 @@ pub struct Faults {
     pub refusing_completions: AtomicBool,
     /// `renew` answers that the claim was lost.
     pub refusing_renewals: AtomicBool,
+    /// `release` fails.
+    pub failing_releases: AtomicBool,
 }
 
 impl FaultyStore {
@@ -86,6 +88,9 @@ impl Store for FaultyStore {
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
         self.check().await?;
+        if self.on(|f| &f.failing_releases) {
+            return Err(StoreError::unavailable(std::io::Error::other("release failed")));
+        }
         self.inner.release(key, token).await
     }
 
