@@ -18,6 +18,8 @@ use serde_json::json;
 mod faulty_store;
 #[path = "support/logs.rs"]
 mod logs;
+#[path = "support/services.rs"]
+mod services;
 
 use faulty_store::FaultyStore;
 #[path = "http/support.rs"]
@@ -464,4 +466,22 @@ async fn a_missing_tenant_header_is_named() {
     });
     let detail = tenant_missing_detail(&server, "/tenant-orders").await;
     assert!(detail.contains("`x-tenant-id` header"), "{detail}");
+}
+
+/// `migrate()` on every replica's start used to log PostgreSQL's "already exists, skipping"
+/// notices (and take an ACCESS EXCLUSIVE lock) although there was nothing to do.
+#[actix_web::test]
+async fn migrating_an_up_to_date_database_logs_no_notice() {
+    install();
+    if !services::server_up("PostgreSQL", services::POSTGRES_ADDR) {
+        return;
+    }
+    let store = idempotent_actix::PostgresStore::new(&services::postgres_url(services::POSTGRES_ADDR)).expect("store");
+    store.migrate().await.expect("migrate");
+    let notices = || logs::text().matches("already exists, skipping").count();
+    let before = notices();
+    store.migrate().await.expect("migrate again");
+    store.migrate().await.expect("and again");
+    tokio::time::sleep(Duration::from_millis(200)).await; // notices arrive on the connection's task
+    assert_eq!(notices(), before, "no notice for a schema that is up to date");
 }

@@ -69,6 +69,10 @@ pub const MIGRATION: &str = concat!(
 /// Serialises concurrent migrations of replicas starting together (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6964_656d_706f_7465; // "idempote"
 
+/// Whether the schema has the last migration's column.
+const UP_TO_DATE: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+ WHERE table_schema = current_schema() AND table_name = 'idempotency_records' AND column_name = 'watched')";
+
 const CHANNEL: &str = "idempotency_changes";
 
 /// Rows the expiry sweep deletes per statement: short transactions, short row locks.
@@ -91,7 +95,9 @@ struct Sql {
 
 const CLAIM: Sql = Sql {
     text: "
-WITH live AS (
+WITH prior AS (
+    SELECT state FROM idempotency_records WHERE id = $1::text AND expires_at <= now()
+), live AS (
     SELECT state, fingerprint, record, watched,
            extract(epoch FROM expires_at - now())::float8 AS expires_in
       FROM idempotency_records
@@ -113,7 +119,8 @@ WITH live AS (
      WHERE r.expires_at <= now()
     RETURNING token
 )
-SELECT 'acquired' AS state, token, NULL::bytea AS fingerprint, NULL::bytea AS record,
+SELECT CASE WHEN EXISTS (SELECT 1 FROM prior WHERE state = 'running') THEN 'reacquired' ELSE 'acquired' END
+           AS state, token, NULL::bytea AS fingerprint, NULL::bytea AS record,
        NULL::float8 AS expires_in
   FROM claimed
 UNION ALL
@@ -156,7 +163,9 @@ SELECT CASE WHEN watched THEN pg_notify($5::text, $1::text) END FROM done",
 const RELEASE: Sql = Sql {
     text: "
 WITH gone AS (
-    DELETE FROM idempotency_records
+    -- Kept (lapsed, its token burnt) until the sweep, so the next claim is a reacquisition.
+    UPDATE idempotency_records
+       SET token = 0, expires_at = now()
      WHERE id = $1::text AND token = $2::int8 AND state = 'running'
     RETURNING watched
 )
@@ -456,10 +465,22 @@ impl PostgresStore {
             .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .await
             .map_err(StoreError::unavailable)?;
-        transaction
-            .batch_execute(MIGRATION)
+        // Up to date (every replica's start but the first): no DDL, so no ACCESS EXCLUSIVE
+        // lock against running requests, and none of PostgreSQL's "already exists, skipping"
+        // notices in the app's logs.
+        let current = transaction
+            .simple_query(UP_TO_DATE)
             .await
             .map_err(StoreError::unavailable)?;
+        let up_to_date = current
+            .iter()
+            .any(|message| matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
+        if !up_to_date {
+            transaction
+                .batch_execute(&format!("SET LOCAL client_min_messages = warning; {MIGRATION}"))
+                .await
+                .map_err(StoreError::unavailable)?;
+        }
         transaction.commit().await.map_err(StoreError::unavailable)
     }
 
@@ -618,10 +639,13 @@ fn parse_state(row: &Row) -> Result<RemoteState, StoreError> {
     let column = |e: tokio_postgres::Error| StoreError::unavailable(e);
     let state: &str = row.try_get(0).map_err(column)?;
     match state {
-        "acquired" => {
+        kind @ ("acquired" | "reacquired") => {
             let token: i64 = row.try_get(1).map_err(column)?;
-            let token = u64::try_from(token).map_err(|_| unexpected("negative fencing token"))?;
-            Ok(RemoteState::Acquired(FencingToken(token)))
+            let token = FencingToken(u64::try_from(token).map_err(|_| unexpected("negative fencing token"))?);
+            Ok(match kind {
+                "acquired" => RemoteState::Acquired(token),
+                _ => RemoteState::Reacquired(token),
+            })
         }
         "running" => {
             let fingerprint: &[u8] = row.try_get(2).map_err(column)?;

@@ -50,6 +50,10 @@ use crate::record::Record;
 /// whose lease lapsed unseen (nobody claimed the key since) may still complete.
 const FENCE_GRACE: Duration = Duration::from_secs(60);
 
+/// How long a released key's fence stays, so that its next claim is `Claim::Reacquired` (a
+/// fence exists: an earlier claim of the key did not complete).
+const RELEASED_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Lua: what the record hash holds. `{2, record, pttl}` completed, `{1, fingerprint}` in
 /// flight, `{3}` absent.
 const READ_STATE: &str = r"
@@ -83,6 +87,7 @@ local token = redis.call('GET', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 't', token, 'f', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if last > 0 then return {4, token} end
 return {0, token}
 ";
 
@@ -534,10 +539,13 @@ fn parse_state(reply: Value) -> Result<RemoteState, StoreError> {
         _ => return Err(unexpected("no state")),
     };
     match (kind, items.next(), items.next()) {
-        (0, Some(Value::BulkString(token)), None) => std::str::from_utf8(&token)
+        (kind @ (0 | 4), Some(Value::BulkString(token)), None) => std::str::from_utf8(&token)
             .ok()
             .and_then(|token| token.parse().ok())
-            .map(|token| RemoteState::Acquired(FencingToken(token)))
+            .map(|token| match kind {
+                0 => RemoteState::Acquired(FencingToken(token)),
+                _ => RemoteState::Reacquired(FencingToken(token)),
+            })
             .ok_or_else(|| unexpected("bad fencing token")),
         (1, Some(Value::BulkString(fingerprint)), None) => fingerprint_from(&fingerprint).map(RemoteState::InFlight),
         (2, Some(Value::BulkString(record)), Some(Value::Int(pttl))) => {
@@ -623,7 +631,7 @@ impl Store for RedisStore {
         let token = token.0.to_string();
         let args: [&[u8]; 4] = [
             token.as_bytes(),
-            &millis(FENCE_GRACE),
+            &millis(RELEASED_KEPT),
             self.inner.channel.as_bytes(),
             keys.topic.as_bytes(),
         ];
