@@ -71,6 +71,19 @@ const MIGRATION_LOCK: i64 = 0x6964_656d_706f_7465; // "idempote"
 
 const CHANNEL: &str = "idempotency_changes";
 
+/// Tries of a migration that deadlocked with running requests (only when it adds a column).
+const MIGRATION_ATTEMPTS: usize = 3;
+
+fn is_deadlock(error: &StoreError) -> bool {
+    let StoreError::Unavailable(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+}
+
 /// Rows the expiry sweep deletes per statement: short transactions, short row locks.
 const SWEEP_BATCH: i64 = 500;
 
@@ -441,14 +454,26 @@ impl PostgresStore {
         }
     }
 
-    /// Creates the table, sequence and index if they do not exist ([`MIGRATION`]), in one
-    /// transaction under an advisory lock, so replicas starting together do not collide.
+    /// Creates the table, sequence, index and columns that do not exist ([`MIGRATION`]), in
+    /// one transaction under an advisory lock, so replicas starting together do not collide.
+    /// Adding a missing column (an upgrade) takes an exclusive lock on the table for a moment;
+    /// if that deadlocks with requests running, the migration runs again (up to 3 times).
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the database cannot be reached or refuses the schema
     /// (for instance, the user may not create tables).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut attempts = 1;
+        loop {
+            match self.migrate_once().await {
+                Err(error) if attempts < MIGRATION_ATTEMPTS && is_deadlock(&error) => attempts += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn migrate_once(&self) -> Result<(), StoreError> {
         let mut client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
         let transaction = client.transaction().await.map_err(StoreError::unavailable)?;
         // Simple protocol: no prepared statement, so it also runs through a transaction pooler.

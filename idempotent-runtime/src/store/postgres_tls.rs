@@ -38,6 +38,7 @@ pub(crate) struct TlsOptions {
 
 impl TlsOptions {
     /// Whether connections use TLS at all.
+    #[cfg(any(feature = "postgres-tls", test))]
     pub(crate) fn wants_tls(&self) -> bool {
         matches!(
             self.mode,
