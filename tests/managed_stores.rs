@@ -431,28 +431,27 @@ mod pgbouncer {
         }
     }
 
-    /// Without any `LISTEN`, every duplicate on the other replica is still answered, by the
-    /// engine's fallback poll.
-    #[actix_web::test]
-    async fn pgbouncer_duplicates_over_two_replicas_run_once_without_listen() {
+    /// Two replicas through PgBouncer, listening directly if `direct`.
+    async fn a_storm_through_pgbouncer_runs_once(direct: bool) {
         if available() {
             let stores: [Arc<dyn Store>; 2] = [
-                Arc::new(through_pgbouncer(false).await),
-                Arc::new(through_pgbouncer(false).await),
+                Arc::new(through_pgbouncer(direct).await),
+                Arc::new(through_pgbouncer(direct).await),
             ];
             a_storm_over_two_replicas_runs_once(stores, 200).await;
         }
     }
 
+    /// Without any `LISTEN`, every duplicate on the other replica is still answered, by the
+    /// engine's fallback poll.
+    #[actix_web::test]
+    async fn pgbouncer_duplicates_over_two_replicas_run_once_without_listen() {
+        a_storm_through_pgbouncer_runs_once(false).await;
+    }
+
     #[actix_web::test]
     async fn pgbouncer_duplicates_over_two_replicas_run_once_with_direct_notifications() {
-        if available() {
-            let stores: [Arc<dyn Store>; 2] = [
-                Arc::new(through_pgbouncer(true).await),
-                Arc::new(through_pgbouncer(true).await),
-            ];
-            a_storm_over_two_replicas_runs_once(stores, 200).await;
-        }
+        a_storm_through_pgbouncer_runs_once(true).await;
     }
 
     /// The payloads of every `idempotency_changes` notification from now on.
