@@ -326,6 +326,61 @@ mod redis_tls {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The system's roots: `SSL_CERT_FILE`
+
+#[cfg(all(feature = "redis-tls", feature = "postgres-tls"))]
+mod system_roots {
+    use super::*;
+    use idempotent_actix::{PostgresStore, RedisStore};
+
+    /// Without a CA of their own, both stores trust the system's roots, which include the
+    /// file `SSL_CERT_FILE` names (the usual way a container ships a private CA). Runs the
+    /// check below in a child process, so the variable reaches no other test.
+    #[test]
+    fn both_stores_trust_the_ca_in_ssl_cert_file() {
+        if !managed::available(
+            "Redis and PostgreSQL with TLS",
+            &[managed::redis_tls_url(), managed::pg_tls_url()],
+            true,
+        ) {
+            return;
+        }
+        let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "--exact",
+                "system_roots::child_connects_with_the_system_roots",
+                "--ignored",
+            ])
+            .env("SSL_CERT_FILE", managed::test_ca())
+            .output()
+            .expect("the child runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "the child ran the check: {stdout}");
+    }
+
+    #[tokio::test]
+    #[ignore = "run by both_stores_trust_the_ca_in_ssl_cert_file, with SSL_CERT_FILE set"]
+    async fn child_connects_with_the_system_roots() {
+        assert!(
+            std::env::var_os("SSL_CERT_FILE").is_some(),
+            "run with SSL_CERT_FILE set"
+        );
+        let redis = RedisStore::new(&managed::redis_tls_url()).expect("URL");
+        redis.ping().await.expect("Redis: the CA in SSL_CERT_FILE is trusted");
+        let postgres = PostgresStore::new(&format!("{}?sslmode=verify-full", managed::pg_tls_url())).expect("URL");
+        postgres
+            .migrate()
+            .await
+            .expect("PostgreSQL: the CA in SSL_CERT_FILE is trusted");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Redis Cluster
 
 #[cfg(feature = "redis")]
