@@ -66,23 +66,16 @@ pub const MIGRATION: &str = concat!(
     include_str!("../../migrations/0002_watched.sql"),
 );
 
+/// The files of [`MIGRATION`], which [`PostgresStore::migrate`] applies one transaction each.
+const MIGRATION_STEPS: [&str; 2] = [
+    include_str!("../../migrations/0001_idempotency_records.sql"),
+    include_str!("../../migrations/0002_watched.sql"),
+];
+
 /// Serialises concurrent migrations of replicas starting together (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6964_656d_706f_7465; // "idempote"
 
 const CHANNEL: &str = "idempotency_changes";
-
-/// Tries of a migration that deadlocked with running requests (only when it adds a column).
-const MIGRATION_ATTEMPTS: usize = 3;
-
-fn is_deadlock(error: &StoreError) -> bool {
-    let StoreError::Unavailable(source) = error else {
-        return false;
-    };
-    source
-        .downcast_ref::<tokio_postgres::Error>()
-        .and_then(tokio_postgres::Error::code)
-        .is_some_and(|code| *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
-}
 
 /// Rows the expiry sweep deletes per statement: short transactions, short row locks.
 const SWEEP_BATCH: i64 = 500;
@@ -454,38 +447,34 @@ impl PostgresStore {
         }
     }
 
-    /// Creates the table, sequence, index and columns that do not exist ([`MIGRATION`]), in
-    /// one transaction under an advisory lock, so replicas starting together do not collide.
-    /// Adding a missing column (an upgrade) takes an exclusive lock on the table for a moment;
-    /// if that deadlocks with requests running, the migration runs again (up to 3 times).
+    /// Creates the table, sequence, index and columns that do not exist ([`MIGRATION`]): each
+    /// migration file in a transaction of its own, under an advisory lock, so replicas starting
+    /// together do not collide.
+    ///
+    /// One transaction per file because a file that adds a column to a table in use (an
+    /// upgrade) takes an exclusive lock on it: taken first thing in its transaction it only
+    /// waits for running statements, while taken after the previous file's `CREATE INDEX IF
+    /// NOT EXISTS` (which holds a share lock) it would deadlock with requests that read, then
+    /// write the table.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the database cannot be reached or refuses the schema
     /// (for instance, the user may not create tables).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut attempts = 1;
-        loop {
-            match self.migrate_once().await {
-                Err(error) if attempts < MIGRATION_ATTEMPTS && is_deadlock(&error) => attempts += 1,
-                result => return result,
-            }
-        }
-    }
-
-    async fn migrate_once(&self) -> Result<(), StoreError> {
         let mut client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
-        let transaction = client.transaction().await.map_err(StoreError::unavailable)?;
-        // Simple protocol: no prepared statement, so it also runs through a transaction pooler.
-        transaction
-            .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            .await
-            .map_err(StoreError::unavailable)?;
-        transaction
-            .batch_execute(MIGRATION)
-            .await
-            .map_err(StoreError::unavailable)?;
-        transaction.commit().await.map_err(StoreError::unavailable)
+        for step in MIGRATION_STEPS {
+            let transaction = client.transaction().await.map_err(StoreError::unavailable)?;
+            // Simple protocol: no prepared statement, so it also runs through a transaction
+            // pooler.
+            transaction
+                .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                .await
+                .map_err(StoreError::unavailable)?;
+            transaction.batch_execute(step).await.map_err(StoreError::unavailable)?;
+            transaction.commit().await.map_err(StoreError::unavailable)?;
+        }
+        Ok(())
     }
 
     /// The `id` of a record's row (the hex SHA-256 of its identity, also its notification
