@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use actix_web::{post, web, App, HttpResponse, HttpServer};
 use idempotent_actix::store::conformance;
-use idempotent_actix::{idempotent, Claim, Completion, FencingToken, Fingerprint, Idempotency, Record, Store};
+use idempotent_actix::{
+    idempotent, Claim, Completion, FencingToken, Fingerprint, Idempotency, Record, RecordKey, Store,
+};
 
 #[path = "support/managed.rs"]
 mod managed;
@@ -53,34 +55,39 @@ const TTL: Duration = Duration::from_secs(300);
 async fn a_waiter_on_another_replica_is_woken(first: Arc<dyn Store>, second: Arc<dyn Store>) {
     for completes in [true, false] {
         let key = conformance::fresh_key("woken");
-        let token = acquired(first.claim(&key, Fingerprint([1; 32]), LEASE).await.expect("claim"));
-        assert!(matches!(
-            second.claim(&key, Fingerprint([1; 32]), LEASE).await.expect("claim"),
-            Claim::InFlight { .. }
-        ));
-        let waiter = {
-            let (second, key) = (Arc::clone(&second), key.clone());
-            tokio::spawn(async move {
-                let started = Instant::now();
-                second
-                    .wait_for_change(&key, Duration::from_secs(20))
-                    .await
-                    .expect("wait");
-                started.elapsed()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if completes {
-            assert!(first.complete(&key, token, tombstone(), TTL).await.expect("complete"));
-        } else {
-            assert!(first.release(&key, token).await.expect("release"));
-        }
-        let waited = waiter.await.expect("waiter");
-        assert!(
-            waited < Duration::from_secs(2),
-            "woken {waited:?} after waiting (completes: {completes})"
-        );
+        a_waiter_is_woken_on(&first, &second, &key, completes).await;
     }
+}
+
+/// The same for one `key`: completed if `completes`, else released.
+async fn a_waiter_is_woken_on(first: &Arc<dyn Store>, second: &Arc<dyn Store>, key: &RecordKey, completes: bool) {
+    let token = acquired(first.claim(key, Fingerprint([1; 32]), LEASE).await.expect("claim"));
+    assert!(matches!(
+        second.claim(key, Fingerprint([1; 32]), LEASE).await.expect("claim"),
+        Claim::InFlight { .. }
+    ));
+    let waiter = {
+        let (second, key) = (Arc::clone(second), key.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            second
+                .wait_for_change(&key, Duration::from_secs(20))
+                .await
+                .expect("wait");
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if completes {
+        assert!(first.complete(key, token, tombstone(), TTL).await.expect("complete"));
+    } else {
+        assert!(first.release(key, token).await.expect("release"));
+    }
+    let waited = waiter.await.expect("waiter");
+    assert!(
+        waited < Duration::from_secs(2),
+        "woken {waited:?} after waiting (completes: {completes})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,6 +333,61 @@ mod redis_tls {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The system's roots: `SSL_CERT_FILE`
+
+#[cfg(all(feature = "redis-tls", feature = "postgres-tls"))]
+mod system_roots {
+    use super::*;
+    use idempotent_actix::{PostgresStore, RedisStore};
+
+    /// Without a CA of their own, both stores trust the system's roots, which include the
+    /// file `SSL_CERT_FILE` names (the usual way a container ships a private CA). Runs the
+    /// check below in a child process, so the variable reaches no other test.
+    #[test]
+    fn both_stores_trust_the_ca_in_ssl_cert_file() {
+        if !managed::available(
+            "Redis and PostgreSQL with TLS",
+            &[managed::redis_tls_url(), managed::pg_tls_url()],
+            true,
+        ) {
+            return;
+        }
+        let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "--exact",
+                "system_roots::child_connects_with_the_system_roots",
+                "--ignored",
+            ])
+            .env("SSL_CERT_FILE", managed::test_ca())
+            .output()
+            .expect("the child runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "the child ran the check: {stdout}");
+    }
+
+    #[tokio::test]
+    #[ignore = "run by both_stores_trust_the_ca_in_ssl_cert_file, with SSL_CERT_FILE set"]
+    async fn child_connects_with_the_system_roots() {
+        assert!(
+            std::env::var_os("SSL_CERT_FILE").is_some(),
+            "run with SSL_CERT_FILE set"
+        );
+        let redis = RedisStore::new(&managed::redis_tls_url()).expect("URL");
+        redis.ping().await.expect("Redis: the CA in SSL_CERT_FILE is trusted");
+        let postgres = PostgresStore::new(&format!("{}?sslmode=verify-full", managed::pg_tls_url())).expect("URL");
+        postgres
+            .migrate()
+            .await
+            .expect("PostgreSQL: the CA in SSL_CERT_FILE is trusted");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Redis Cluster
 
 #[cfg(feature = "redis")]
@@ -353,16 +415,49 @@ mod redis_cluster {
         }
     }
 
-    /// Records spread over the masters (each on the slot of its hash tag), and a notification
-    /// published on whichever master holds a record reaches a waiter subscribed on another.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_waiters_on_another_replica_are_woken_by_notification() {
         if available() {
             let prefix = format!("{}:", unique("cluster"));
-            for _ in 0..3 {
-                a_waiter_on_another_replica_is_woken(Arc::new(replica(&prefix)), Arc::new(replica(&prefix))).await;
+            a_waiter_on_another_replica_is_woken(Arc::new(replica(&prefix)), Arc::new(replica(&prefix))).await;
+        }
+    }
+
+    /// The listener subscribes on the first node listed; a record whose slot another master
+    /// owns is completed (and published) there, and the waiter still hears of it: `PUBLISH`
+    /// crosses the cluster bus.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_completions_on_other_masters_reach_the_listener() {
+        if !available() {
+            return;
+        }
+        let prefix = format!("{}:", unique("cluster"));
+        let (first, second): (Arc<dyn Store>, Arc<dyn Store>) =
+            (Arc::new(replica(&prefix)), Arc::new(replica(&prefix)));
+        let naming = replica(&prefix);
+        let mut elsewhere = 0;
+        for _ in 0..200 {
+            if elsewhere == 4 {
+                return;
+            }
+            let key = conformance::fresh_key("elsewhere");
+            if !owned_by_first_node(&naming.record_key(&key)) {
+                a_waiter_is_woken_on(&first, &second, &key, elsewhere % 2 == 0).await;
+                elsewhere += 1;
             }
         }
+        panic!("200 fresh keys, and the first node owned all but {elsewhere}");
+    }
+
+    /// Whether the first listed node owns `key`'s slot (otherwise it answers `MOVED`).
+    fn owned_by_first_node(key: &str) -> bool {
+        let address = managed::address_of(&managed::redis_cluster_urls()[0]);
+        let (host, port) = address.split_once(':').expect("host:port");
+        let output = std::process::Command::new("redis-cli")
+            .args(["-h", host, "-p", port, "EXISTS", key])
+            .output()
+            .expect("redis-cli runs");
+        !String::from_utf8_lossy(&output.stdout).contains("MOVED")
     }
 
     #[actix_web::test]
@@ -431,28 +526,27 @@ mod pgbouncer {
         }
     }
 
-    /// Without any `LISTEN`, every duplicate on the other replica is still answered, by the
-    /// engine's fallback poll.
-    #[actix_web::test]
-    async fn pgbouncer_duplicates_over_two_replicas_run_once_without_listen() {
+    /// Two replicas through PgBouncer, listening directly if `direct`.
+    async fn a_storm_through_pgbouncer_runs_once(direct: bool) {
         if available() {
             let stores: [Arc<dyn Store>; 2] = [
-                Arc::new(through_pgbouncer(false).await),
-                Arc::new(through_pgbouncer(false).await),
+                Arc::new(through_pgbouncer(direct).await),
+                Arc::new(through_pgbouncer(direct).await),
             ];
             a_storm_over_two_replicas_runs_once(stores, 200).await;
         }
     }
 
+    /// Without any `LISTEN`, every duplicate on the other replica is still answered, by the
+    /// engine's fallback poll.
+    #[actix_web::test]
+    async fn pgbouncer_duplicates_over_two_replicas_run_once_without_listen() {
+        a_storm_through_pgbouncer_runs_once(false).await;
+    }
+
     #[actix_web::test]
     async fn pgbouncer_duplicates_over_two_replicas_run_once_with_direct_notifications() {
-        if available() {
-            let stores: [Arc<dyn Store>; 2] = [
-                Arc::new(through_pgbouncer(true).await),
-                Arc::new(through_pgbouncer(true).await),
-            ];
-            a_storm_over_two_replicas_runs_once(stores, 200).await;
-        }
+        a_storm_through_pgbouncer_runs_once(true).await;
     }
 
     /// The payloads of every `idempotency_changes` notification from now on.
@@ -532,7 +626,41 @@ mod pgbouncer {
         }
     }
 
-    async fn finish(store: &PostgresStore, key: &idempotent_actix::RecordKey, token: FencingToken, completes: bool) {
+    /// Regression: `ALTER TABLE .. ADD COLUMN IF NOT EXISTS` in the migration took an
+    /// exclusive lock even when the column existed, and deadlocked with claims (which read,
+    /// then write the table) running meanwhile. Replicas migrate while others serve.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_migrations_while_requests_run_do_not_deadlock() {
+        if !managed::available("PostgreSQL", &[managed::postgres_url()], false) {
+            return;
+        }
+        let store = PostgresStore::new(&managed::postgres_url()).expect("URL");
+        store.migrate().await.expect("migration");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let traffic = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let key = conformance::fresh_key("during-migration");
+                    let token = acquired(store.claim(&key, Fingerprint([1; 32]), LEASE).await.expect("claim"));
+                    assert!(store.complete(&key, token, tombstone(), TTL).await.expect("complete"));
+                }
+            })
+        });
+        let traffic = futures_util::future::join_all(traffic);
+        let migrations = async {
+            while Instant::now() < deadline {
+                let replica = PostgresStore::new(&managed::postgres_url()).expect("URL");
+                replica.migrate().await.expect("a migration while requests run");
+            }
+        };
+        let (finished, ()) = futures_util::join!(traffic, migrations);
+        for task in finished {
+            task.expect("requests during the migrations succeed");
+        }
+    }
+
+    async fn finish(store: &PostgresStore, key: &RecordKey, token: FencingToken, completes: bool) {
         if completes {
             assert!(store.complete(key, token, tombstone(), TTL).await.expect("complete"));
         } else {

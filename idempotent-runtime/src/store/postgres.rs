@@ -66,6 +66,12 @@ pub const MIGRATION: &str = concat!(
     include_str!("../../migrations/0002_watched.sql"),
 );
 
+/// The files of [`MIGRATION`], which [`PostgresStore::migrate`] applies one transaction each.
+const MIGRATION_STEPS: [&str; 2] = [
+    include_str!("../../migrations/0001_idempotency_records.sql"),
+    include_str!("../../migrations/0002_watched.sql"),
+];
+
 /// Serialises concurrent migrations of replicas starting together (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6964_656d_706f_7465; // "idempote"
 
@@ -450,8 +456,15 @@ impl PostgresStore {
         }
     }
 
-    /// Creates the table, sequence and index if they do not exist ([`MIGRATION`]), in one
-    /// transaction under an advisory lock, so replicas starting together do not collide.
+    /// Creates the table, sequence, index and columns that do not exist ([`MIGRATION`]): each
+    /// migration file in a transaction of its own, under an advisory lock, so replicas starting
+    /// together do not collide.
+    ///
+    /// One transaction per file because a file that adds a column to a table in use (an
+    /// upgrade) takes an exclusive lock on it: taken first thing in its transaction it only
+    /// waits for running statements, while taken after the previous file's `CREATE INDEX IF
+    /// NOT EXISTS` (which holds a share lock) it would deadlock with requests that read, then
+    /// write the table.
     ///
     /// # Errors
     ///
@@ -459,29 +472,31 @@ impl PostgresStore {
     /// (for instance, the user may not create tables).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
-        let transaction = client.transaction().await.map_err(StoreError::unavailable)?;
-        // Simple protocol: no prepared statement, so it also runs through a transaction pooler.
-        transaction
-            .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            .await
-            .map_err(StoreError::unavailable)?;
-        // Up to date (every replica's start but the first): no DDL, so no ACCESS EXCLUSIVE
-        // lock against running requests, and none of PostgreSQL's "already exists, skipping"
-        // notices in the app's logs.
-        let current = transaction
-            .simple_query(UP_TO_DATE)
-            .await
-            .map_err(StoreError::unavailable)?;
+        // Up to date (every replica's start but the first): no DDL at all, so no lock against
+        // running requests, and none of PostgreSQL's "already exists, skipping" notices in the
+        // app's logs.
+        let current = client.simple_query(UP_TO_DATE).await.map_err(StoreError::unavailable)?;
         let up_to_date = current
             .iter()
             .any(|message| matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
-        if !up_to_date {
+        if up_to_date {
+            return Ok(());
+        }
+        for step in MIGRATION_STEPS {
+            let transaction = client.transaction().await.map_err(StoreError::unavailable)?;
+            // Simple protocol: no prepared statement, so it also runs through a transaction
+            // pooler.
             transaction
-                .batch_execute(&format!("SET LOCAL client_min_messages = warning; {MIGRATION}"))
+                .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                 .await
                 .map_err(StoreError::unavailable)?;
+            transaction
+                .batch_execute(&format!("SET LOCAL client_min_messages = warning; {step}"))
+                .await
+                .map_err(StoreError::unavailable)?;
+            transaction.commit().await.map_err(StoreError::unavailable)?;
         }
-        transaction.commit().await.map_err(StoreError::unavailable)
+        Ok(())
     }
 
     /// The `id` of a record's row (the hex SHA-256 of its identity, also its notification

@@ -38,6 +38,7 @@ pub(crate) struct TlsOptions {
 
 impl TlsOptions {
     /// Whether connections use TLS at all.
+    #[cfg(any(feature = "postgres-tls", test))]
     pub(crate) fn wants_tls(&self) -> bool {
         matches!(
             self.mode,
@@ -178,24 +179,21 @@ mod rustls_connector {
         let mode = options.mode.unwrap_or(SslMode::Disable);
         let checks_chain = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull)
             || (mode == SslMode::Require && options.root_cert.is_some());
-        let config = if checks_chain {
+        let chain = if checks_chain {
             let roots = Arc::new(roots(options.root_cert.as_deref())?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
                 .build()
                 .map_err(StoreError::unavailable)?;
-            if mode == SslMode::VerifyFull {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
-            } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
-                    .with_no_client_auth()
-            }
+            Some(webpki)
         } else {
-            builder
+            None
+        };
+        let config = match chain {
+            Some(webpki) if mode == SslMode::VerifyFull => builder.with_webpki_verifier(webpki).with_no_client_auth(),
+            chain => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptionOnly(provider)))
-                .with_no_client_auth()
+                .with_custom_certificate_verifier(Arc::new(Lenient { chain, provider }))
+                .with_no_client_auth(),
         };
         Ok(MakeRustlsConnect::new(config))
     }
@@ -223,12 +221,17 @@ mod rustls_connector {
         Ok(store)
     }
 
-    /// `verify-ca` (and `require` with `sslrootcert`): the chain must lead to a trusted root;
-    /// the name in the certificate is not compared with the host.
+    /// `verify-ca` (and `require` with `sslrootcert`), with `chain`: the chain must lead to a
+    /// trusted root; the name in the certificate is not compared with the host. `prefer` and
+    /// `require` without `sslrootcert`, without `chain`: encrypted, but any certificate is
+    /// accepted (libpq's meaning of these modes). The handshake signature is always checked.
     #[derive(Debug)]
-    struct ChainOnly(Arc<WebPkiServerVerifier>);
+    struct Lenient {
+        chain: Option<Arc<WebPkiServerVerifier>>,
+        provider: Arc<CryptoProvider>,
+    }
 
-    impl ServerCertVerifier for ChainOnly {
+    impl ServerCertVerifier for Lenient {
         fn verify_server_cert(
             &self,
             end_entity: &CertificateDer<'_>,
@@ -237,10 +240,10 @@ mod rustls_connector {
             ocsp_response: &[u8],
             now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            match self
-                .0
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            {
+            let Some(chain) = &self.chain else {
+                return Ok(ServerCertVerified::assertion());
+            };
+            match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
                 )) => Ok(ServerCertVerified::assertion()),
@@ -254,7 +257,7 @@ mod rustls_connector {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.0.verify_tls12_signature(message, cert, dss)
+            verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
         }
 
         fn verify_tls13_signature(
@@ -263,51 +266,11 @@ mod rustls_connector {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.0.verify_tls13_signature(message, cert, dss)
+            verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.supported_verify_schemes()
-        }
-    }
-
-    /// `prefer` and `require` without `sslrootcert`: encrypted, but any certificate is accepted
-    /// (libpq's meaning of these modes). The handshake signature is still checked.
-    #[derive(Debug)]
-    struct EncryptionOnly(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for EncryptionOnly {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
+            self.provider.signature_verification_algorithms.supported_schemes()
         }
     }
 }

@@ -170,8 +170,8 @@ impl Scripts {
 /// With the `redis-tls` feature, `rediss://` URLs connect through rustls and check the server's
 /// certificate and host name against the system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR`
 /// are honoured), or only against the CA of [`RedisStoreBuilder::tls_ca_file`] when set
-/// (a private CA, as managed Redis services use). `rediss://host/#insecure` disables the
-/// checks, as in redis-rs.
+/// (a private CA, as managed Redis services use). Verification cannot be turned off:
+/// redis-rs' `tls-rustls-insecure` feature is not enabled, so a `#insecure` URL is refused.
 ///
 /// Clones share the same connections.
 ///
