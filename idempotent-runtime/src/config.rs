@@ -514,8 +514,8 @@ impl IdempotencyBuilder {
             WARNED.call_once(|| {
                 tracing::warn!(
                     "Idempotency was built inside HttpServer::new's factory, which runs once per worker: \
-                     build it once before HttpServer::new and clone it in (its default memory store is \
-                     shared by the workers, but drain() and stats() see one worker only)"
+                     build it once before HttpServer::new and clone it in (memory stores built there \
+                     are shared by the workers, but drain() and stats() see one worker only)"
                 );
             });
         }

@@ -58,7 +58,8 @@ use crate::config::Idempotency;
 use crate::store::MemoryStore;
 
 /// A configuration with a memory store of its own (64 MiB), shared with no other app or test.
-/// Register it with `App::app_data`; clones share its store.
+/// Register it with `App::app_data`; clones share its store. Build it once per test, outside
+/// any `HttpServer::new` factory: built inside one, each worker would get a store of its own.
 pub fn isolated() -> Idempotency {
     Idempotency::builder().store(MemoryStore::private_default()).build()
 }

@@ -37,7 +37,10 @@ const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 /// worker, and a store private to one worker cannot see the duplicates another worker runs.
 /// So that this mistake never runs a handler twice, a memory store built *inside* the factory
 /// (on a worker thread of actix-server) is the process-wide store of that capacity, shared by
-/// every worker, and a `WARN` event says so once.
+/// every worker, and a `WARN` event says so once. It is shared by every server of the process
+/// whose factory builds one of that capacity (and by stores built on threads of
+/// `actix_rt::Arbiter`s, which is how workers run): build the store outside the factory to
+/// give two servers stores of their own.
 ///
 /// ```
 /// use idempotent_runtime::MemoryStore;
