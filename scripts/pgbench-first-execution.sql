@@ -3,7 +3,10 @@
 -- on a fresh id, with nobody waiting (so no NOTIFY). Ids start with `bench` so
 -- scripts/bench-postgres-notify.sh can delete them afterwards. Used with -M prepared.
 \set n random(1, 9000000000000000)
-WITH live AS (
+WITH prior AS (
+    SELECT state FROM idempotency_records
+     WHERE id = 'bench' || lpad((:n)::text, 59, '0') AND expires_at <= now()
+), live AS (
     SELECT state, fingerprint, record, watched,
            extract(epoch FROM expires_at - now())::float8 AS expires_in
       FROM idempotency_records
@@ -25,7 +28,8 @@ WITH live AS (
      WHERE r.expires_at <= now()
     RETURNING token
 )
-SELECT 'acquired' AS state, token, NULL::bytea AS fingerprint, NULL::bytea AS record,
+SELECT CASE WHEN EXISTS (SELECT 1 FROM prior WHERE state = 'running') THEN 'reacquired' ELSE 'acquired' END
+           AS state, token, NULL::bytea AS fingerprint, NULL::bytea AS record,
        NULL::float8 AS expires_in
   FROM claimed
 UNION ALL
