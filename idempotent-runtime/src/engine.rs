@@ -185,16 +185,8 @@ impl HeldClaim {
 
     /// Frees a claim the handler does not adopt; on failure it lapses with its lease.
     async fn release(self, config: &Idempotency) {
-        let released =
-            tokio::time::timeout(config.inner.store_timeout, self.store.release(&self.key, self.token)).await;
-        if !matches!(released, Ok(Ok(_))) {
-            config.inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-            observe::store_error("release");
-            tracing::warn!(
-                key = ?self.key,
-                "could not free the middleware's claim of a request an annotated handler took over: it lapses with its lease"
-            );
-        }
+        // A failure is counted and logged; the claim then lapses with its lease.
+        let _ = store_call(config, "release", &self.key, self.store.release(&self.key, self.token)).await;
     }
 }
 
@@ -866,16 +858,26 @@ impl<R: Deref<Target = Route>> Leader<R> {
         operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let inner = &self.config.inner;
-        let result = match tokio::time::timeout(inner.store_timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(inner.store_timeout)),
-        };
-        if let Err(error) = &result {
-            inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-            observe::store_error(operation);
-            tracing::warn!(%error, operation, key = ?self.keyed.id, "idempotency store call failed");
-        }
-        result
+        store_call(&self.config, operation, &self.keyed.id, call).await
     }
+}
+
+/// Bounds a store call by the configured timeout and counts and logs its failure.
+async fn store_call<T>(
+    config: &Idempotency,
+    operation: &'static str,
+    key: &RecordKey,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let inner = &config.inner;
+    let result = match tokio::time::timeout(inner.store_timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(inner.store_timeout)),
+    };
+    if let Err(error) = &result {
+        inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        observe::store_error(operation);
+        tracing::warn!(%error, operation, ?key, "idempotency store call failed");
+    }
+    result
 }
