@@ -43,7 +43,7 @@ async fn request(config: &Idempotency, key: &str, arrived: Rc<Cell<usize>>, wait
         while arrived.get() < wait_for {
             tokio::task::yield_now().await;
         }
-        HttpResponse::Created().body(Bytes::from_static(&RESPONSE))
+        engine::Handled::Ran(HttpResponse::Created().body(Bytes::from_static(&RESPONSE)))
     })
     .await
 }

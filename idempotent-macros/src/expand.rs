@@ -109,8 +109,10 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
             fn __idempotent_respond<R: #private::Responder>(
                 __idempotent_output: R,
                 __idempotent_request: &#private::HttpRequest,
-            ) -> #private::HttpResponse {
-                #private::Responder::respond_to(__idempotent_output, __idempotent_request).map_into_boxed_body()
+            ) -> #private::Handled {
+                #private::Handled::Ran(
+                    #private::Responder::respond_to(__idempotent_output, __idempotent_request).map_into_boxed_body(),
+                )
             }
 
             #private::handle(

@@ -16,6 +16,7 @@ pub const MAX_KEY_LEN: usize = 255;
 
 /// Why a key header was refused (400 `idempotency_key_invalid`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The header appeared more than once.
     #[error("the key header was sent more than once")]
@@ -29,6 +30,10 @@ pub enum KeyError {
     /// A quoted value that is not a valid structured-field string.
     #[error("the quoted key is not a valid structured-field string")]
     BadQuoting,
+    /// Blank. A blank header means "no key" (the request runs unprotected); a blank key given
+    /// to [`crate::work::Work::run`] is refused.
+    #[error("the key is empty")]
+    Empty,
 }
 
 /// The idempotency key of the request a handler is running for, as an extractor: forward it to

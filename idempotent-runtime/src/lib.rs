@@ -18,6 +18,8 @@
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
 //! | [`testing`] | an isolated configuration per test, and calling a handler without an app |
 //! | [`profile`] | presets that answer in a known API's wire format (Stripe's) |
+//! | [`work`] | idempotent work outside HTTP: queue consumers, jobs |
+//! | `operate` | [`Idempotency::inspect`] and [`Idempotency::forget`], for operators |
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -30,6 +32,7 @@ mod flight;
 pub mod key;
 pub mod middleware;
 pub mod observe;
+mod operate;
 pub mod profile;
 pub mod record;
 mod replay;
@@ -37,6 +40,7 @@ pub mod route;
 pub mod store;
 mod tenant;
 pub mod testing;
+pub mod work;
 
 pub use config::{Idempotency, IdempotencyBuilder, Stats};
 pub use error::IdempotencyError;
@@ -56,7 +60,7 @@ pub use tenant::MissingTenant;
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::engine::handle;
+    pub use crate::engine::{handle, Handled};
     pub use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
     pub use actix_web::dev::Payload as DevPayload;
     pub use actix_web::web::Payload;
@@ -64,8 +68,8 @@ pub mod __private {
 
     /// The response an extractor's error produces, as actix-web would send it, marked so the
     /// engine never stores it: the handler did not run.
-    pub fn extractor_error(error: impl Into<actix_web::Error>, _req: &HttpRequest) -> HttpResponse {
+    pub fn extractor_error(error: impl Into<actix_web::Error>, _req: &HttpRequest) -> Handled {
         let error: actix_web::Error = error.into();
-        crate::engine::not_executed(error.error_response())
+        Handled::Refused(error.error_response())
     }
 }

@@ -78,9 +78,10 @@ use actix_web::error::InternalError;
 use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
 use actix_web::{Error, HttpResponse};
+use futures_util::future::LocalBoxFuture;
 
 use crate::config::Idempotency;
-use crate::engine::{self, Upstream};
+use crate::engine::{self, Caller, Handled, Upstream};
 use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
 
 /// Applies the idempotency engine to every write route of the `App` or `Scope` it wraps.
@@ -242,7 +243,7 @@ where
         ready(Ok(IdempotentService {
             service: Rc::new(service),
             shared: Rc::new(Shared {
-                route: Route::new(self.options),
+                route: Rc::new(Route::new(self.options)),
                 methods,
                 except: self.except.clone(),
                 config: self.config.clone(),
@@ -254,7 +255,7 @@ where
 
 /// What every request of one worker's service shares.
 struct Shared {
-    route: Route,
+    route: Rc<Route>,
     methods: Vec<Method>,
     except: Vec<String>,
     config: Option<Idempotency>,
@@ -301,17 +302,6 @@ impl Shared {
             path.strip_prefix(prefix.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
-    }
-}
-
-/// The route a request runs under: the middleware's, shared by its requests.
-struct SharedRoute(Rc<Shared>);
-
-impl std::ops::Deref for SharedRoute {
-    type Target = Route;
-
-    fn deref(&self) -> &Route {
-        &self.0.route
     }
 }
 
@@ -364,38 +354,33 @@ where
         let kept = Rc::new(RefCell::new(Some(request.clone())));
         let run = {
             let (service, kept) = (Rc::clone(&self.service), Rc::clone(&kept));
-            move |request, payload| {
+            move |request, payload| -> LocalBoxFuture<'static, Handled> {
                 drop(kept.borrow_mut().take());
                 let inner = service.call(ServiceRequest::from_parts(request, payload));
-                async move {
+                Box::pin(async move {
                     match inner.await {
                         Ok(response) => {
                             let (request, response) = response.into_parts();
                             *kept.borrow_mut() = Some(request);
                             let response = response.map_into_boxed_body();
                             match refused_by_an_extractor(&response) {
-                                true => engine::not_executed(response),
-                                false => response,
+                                true => Handled::Refused(response),
+                                false => Handled::Ran(response),
                             }
                         }
-                        Err(error) => HttpResponse::from_error(error),
+                        Err(error) => Handled::Ran(HttpResponse::from_error(error)),
                     }
-                }
+                })
             }
         };
         let shared = Rc::clone(&self.shared);
+        let caller = Caller::Middleware {
+            route: Rc::clone(&shared.route),
+            upstream: Rc::clone(&upstream),
+        };
+        let response = engine::protect(config, caller, request, payload, Box::new(run), None);
         Box::pin(async move {
-            let engine_route = SharedRoute(Rc::clone(&shared));
-            let response = engine::protect(
-                config,
-                engine_route,
-                request,
-                payload,
-                run,
-                Some(Rc::clone(&upstream)),
-                None,
-            )
-            .await;
+            let response = response.await;
             shared.learn(route, &upstream);
             let kept = kept.borrow_mut().take();
             match kept {

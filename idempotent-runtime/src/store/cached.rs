@@ -203,4 +203,11 @@ impl<S: ExpiringStore> Store for CachedStore<S> {
     fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
         self.records.get(key)
     }
+
+    /// Forgets the remote record and this process's copy. Other processes' copies stay until
+    /// their local ttl ([`CachedStore::local_ttl`]).
+    async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let local = self.records.remove(key);
+        Ok(self.inner.forget(key).await? || local)
+    }
 }

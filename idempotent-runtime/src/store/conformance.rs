@@ -23,7 +23,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use bytes::Bytes;
 
-use super::{Claim, FencingToken, Lookup, RecordKey, Store};
+use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::{Completion, Record, StoredResponse};
 
@@ -45,6 +45,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_completed_record_expires_after_its_ttl(&*store).await;
     records_are_isolated_by_scope_and_key(&*store).await;
     waiting_returns_once_the_key_completes(Arc::clone(&store)).await;
+    a_forgotten_key_is_new(&*store).await;
 }
 
 /// A namespace no test has used before.
@@ -377,4 +378,49 @@ pub async fn waiting_returns_once_the_key_completes(store: Arc<dyn Store>) {
         );
     }
     assert!(completer.await.expect("completer"));
+}
+
+/// [`Store::forget`] leaves the key as if never used, whatever it held: a completed record, a
+/// running claim (whose token can then no longer complete it), or the memory of a release. A
+/// store that does not offer the operation (the trait's default) passes.
+pub async fn a_forgotten_key_is_new(store: &dyn Store) {
+    let key = fresh_key("forget");
+    match store.forget(&key).await {
+        Err(StoreError::Unsupported(_)) => return,
+        Ok(held) => assert!(!held, "forgetting an unused key must report that nothing was held"),
+        Err(error) => panic!("forget failed: {error}"),
+    }
+    let token = acquire(store, &key, 3, LEASE).await;
+    assert!(store
+        .complete(&key, token, response_record(3), TTL)
+        .await
+        .expect("complete"));
+    assert!(store.forget(&key).await.expect("forget"), "a completed key was held");
+    assert!(
+        matches!(lookup(store, &key).await, Lookup::Absent),
+        "a forgotten record must be absent"
+    );
+    let claim = store.claim(&key, fingerprint(4), LEASE).await.expect("claim");
+    let Claim::Acquired(running) = claim else {
+        panic!("the claim of a forgotten key must be Acquired, got {claim:?}")
+    };
+    assert!(store.forget(&key).await.expect("forget"), "a running claim was held");
+    assert!(
+        !store
+            .complete(&key, running, response_record(4), TTL)
+            .await
+            .expect("complete"),
+        "the token of a forgotten claim must not complete"
+    );
+    let released = acquire(store, &key, 5, LEASE).await;
+    assert!(store.release(&key, released).await.expect("release"));
+    assert!(
+        store.forget(&key).await.expect("forget"),
+        "a released key is remembered"
+    );
+    let claim = store.claim(&key, fingerprint(5), LEASE).await.expect("claim");
+    assert!(
+        matches!(claim, Claim::Acquired(_)),
+        "a forgotten release must not make the next claim Reacquired, got {claim:?}"
+    );
 }

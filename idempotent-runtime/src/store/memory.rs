@@ -145,6 +145,17 @@ impl MemoryStore {
         self.inner.completed.weighted_size()
     }
 
+    /// Removes the key's record or claim and the memory of its release: a later claim is
+    /// [`Claim::Acquired`], as for a key never used. Whether anything was held.
+    pub async fn forget(&self, key: &RecordKey) -> bool {
+        let inner = &self.inner;
+        let claimed = inner.claims.remove(key).is_some();
+        let completed = inner.completed.remove(key);
+        let released = inner.any_released.load(Ordering::Relaxed) && inner.released.remove(key).is_some();
+        inner.changed.notify_waiters();
+        claimed || completed || released
+    }
+
     fn was_released(&self, key: &RecordKey) -> bool {
         self.inner.any_released.load(Ordering::Relaxed) && self.inner.released.contains_key(key)
     }
@@ -267,5 +278,9 @@ impl Store for MemoryStore {
 
     fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
         self.completed(key)
+    }
+
+    async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        Ok(MemoryStore::forget(self, key).await)
     }
 }

@@ -173,6 +173,9 @@ pub enum StoreError {
     /// The call did not finish within the configured store timeout.
     #[error("idempotency store call timed out after {0:?}")]
     Timeout(Duration),
+    /// The store does not implement this operation.
+    #[error("this idempotency store does not support `{0}`")]
+    Unsupported(&'static str),
     /// A stored record could not be decoded.
     #[error(transparent)]
     Corrupt(#[from] DecodeError),
@@ -217,6 +220,18 @@ pub trait Store: Send + Sync + 'static {
         let _ = key;
         tokio::time::sleep(timeout).await;
         Ok(())
+    }
+
+    /// Deletes whatever the store holds for `key` (completed record, claim, the memory of a
+    /// released claim): the key behaves as if never used, and its next claim is
+    /// [`Claim::Acquired`]. `Ok(false)` when nothing was held. For operators (see
+    /// [`crate::Idempotency::forget`]); a running execution of the key can no longer complete
+    /// it (its token is fenced out).
+    ///
+    /// The default refuses with [`StoreError::Unsupported`]: a third-party store opts in.
+    async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let _ = key;
+        Err(StoreError::Unsupported("forget"))
     }
 
     /// A completed record held in this process, without I/O: the hot replay path. Backends

@@ -145,6 +145,17 @@ SELECT state, NULL::bigint AS token, fingerprint, record,
     types: &[Type::TEXT],
 };
 
+const FORGET: Sql = Sql {
+    text: "
+WITH gone AS (
+    DELETE FROM idempotency_records
+     WHERE id = $1::text
+    RETURNING watched, state = 'running' OR expires_at > now() AS held
+)
+SELECT held, CASE WHEN watched THEN pg_notify($2::text, $1::text) END FROM gone",
+    types: &[Type::TEXT, Type::TEXT],
+};
+
 const RENEW: Sql = Sql {
     text: "
 UPDATE idempotency_records
@@ -742,6 +753,14 @@ impl Store for PostgresStore {
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
         Ok(self.lookup_expiring(key).await?.0)
+    }
+
+    /// Deletes the key's row (completed, running, or kept after a release): the next claim is
+    /// [`Claim::Acquired`]. Waiters on another replica are notified and claim again.
+    async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let id = self.record_id(key);
+        let rows = self.query(&FORGET, &[&id, &CHANNEL]).await?;
+        Ok(rows.first().is_some_and(|row| row.get::<_, bool>(0)))
     }
 
     /// Returns when the key's completion or release is announced, or after `timeout`.

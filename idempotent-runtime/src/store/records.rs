@@ -100,6 +100,13 @@ impl RecordCache {
         self.cache.insert(key, Held { record, expires_at });
     }
 
+    /// Drops the record of `key`; whether one was held (and not past its deadline).
+    pub(crate) fn remove(&self, key: &RecordKey) -> bool {
+        self.cache
+            .remove(key)
+            .is_some_and(|held| held.expires_at > Instant::now())
+    }
+
     /// Records evicted for lack of space before their deadline.
     pub(crate) fn evicted(&self) -> u64 {
         self.cache.run_pending_tasks();

@@ -125,12 +125,22 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
+/// KEYS: record, fence. ARGV: channel, topic. The key as if never used: its next claim starts
+/// a new fence (time-based, so still above every earlier token).
+const FORGET: &str = r"
+local held = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+if held > 0 then return 1 end
+return 0
+";
+
 struct Scripts {
     claim: Script,
     lookup: Script,
     renew: Script,
     complete: Script,
     release: Script,
+    forget: Script,
 }
 
 impl Scripts {
@@ -141,6 +151,7 @@ impl Scripts {
             renew: Script::new(RENEW),
             complete: Script::new(&[HOLDS, COMPLETE].concat()),
             release: Script::new(&[HOLDS, RELEASE].concat()),
+            forget: Script::new(FORGET),
         }
     }
 }
@@ -640,6 +651,14 @@ impl Store for RedisStore {
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
         Ok(self.lookup_expiring(key).await?.0)
+    }
+
+    /// Deletes the key's hash and fence: the next claim is [`Claim::Acquired`]. Waiters on
+    /// other replicas are notified and claim again.
+    async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let keys = self.keys(key);
+        let args: [&[u8]; 2] = [self.inner.channel.as_bytes(), keys.topic.as_bytes()];
+        parse_flag(self.run(&self.inner.scripts.forget, &keys, true, &args).await?)
     }
 
     /// Returns when the key's completion or release is announced, or after `timeout`.

@@ -1,0 +1,266 @@
+//! The one execution of a key in this process: it claims the key, runs the handler (renewing
+//! its lease), captures the response, stores it (or releases the key) and publishes the outcome
+//! to its followers.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix_web::body::BoxBody;
+use actix_web::{dev, HttpRequest, HttpResponse};
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::handoff::{run_upstream, HeldClaim};
+use super::prepare::Keyed;
+use super::turn::{self, Claimant, Turn};
+use super::{store_call, Answer, Caller, Handled, Run};
+use crate::config::Idempotency;
+use crate::error::IdempotencyError;
+use crate::flight::{LeaderGuard, Shared};
+use crate::observe::{self, Outcome};
+use crate::record::{Completion, Record};
+use crate::replay::{self, Captured};
+use crate::store::FencingToken;
+
+/// Leads the request's in-process flight, in a task of its own: a client that disconnects
+/// (RST) cannot cancel a started execution. The request moves into the task: a middleware's
+/// inner service must route it while it is the only reference (actix-web panics otherwise).
+pub(super) async fn lead(
+    config: Idempotency,
+    caller: Caller,
+    req: HttpRequest,
+    keyed: Keyed,
+    run: Run,
+    guard: LeaderGuard,
+    adopted: Option<HeldClaim>,
+) -> Answer {
+    let tracker = config.inner.tracker.clone();
+    let leader = Leader {
+        config,
+        caller,
+        keyed,
+        guard,
+        adopted: adopted.map(|held| (held.token, held.first_attempt)),
+    };
+    let task = tracker.track_future(leader.lead(req, run).in_current_span());
+    match actix_web::rt::spawn(task).await {
+        Ok(answer) => answer,
+        // Only when the runtime shuts down under the task; the hook has no request here.
+        Err(_) => {
+            let error = IdempotencyError::HandlerFailed;
+            Answer::new(error.problem_response(error.default_status()), Outcome::Released)
+        }
+    }
+}
+
+struct Leader {
+    config: Idempotency,
+    caller: Caller,
+    keyed: Keyed,
+    guard: LeaderGuard,
+    /// The middleware's claim this execution adopted: it claims nothing of its own.
+    adopted: Option<(FencingToken, bool)>,
+}
+
+impl Leader {
+    async fn lead(self, req: HttpRequest, run: Run) -> Answer {
+        if let Some((token, first_attempt)) = self.adopted {
+            return self.execute(token, first_attempt, req, run).await;
+        }
+        let claimant = Claimant {
+            config: &self.config,
+            key: &self.keyed.id,
+            fingerprint: self.keyed.fingerprint,
+            alt: self.keyed.alt,
+            policy: self.caller.route().options().in_flight,
+        };
+        match claimant.take_turn().await {
+            Turn::Run { token, first_attempt } => self.execute(token, first_attempt, req, run).await,
+            Turn::Completed { record, waited } => {
+                let answer = Answer::of_record(&self.config, &req, &record, &self.keyed);
+                self.guard.publish(Shared::Record(record));
+                if waited {
+                    answer.after_waiting()
+                } else {
+                    answer
+                }
+            }
+            Turn::Refused(error) => {
+                let shared = match error {
+                    IdempotencyError::Conflict => Shared::Failed(IdempotencyError::Conflict),
+                    _ => Shared::Busy,
+                };
+                self.guard.publish(shared);
+                Answer::refused(&self.config, &error, &req)
+            }
+            Turn::StoreFailed => self.store_failed(req, run).await,
+        }
+    }
+
+    async fn store_failed(self, req: HttpRequest, run: Run) -> Answer {
+        let error = self.config.store_unavailable();
+        let handoff = self.caller.handoff(None);
+        self.guard.publish(Shared::Failed(error.clone()));
+        if self.config.inner.fail_open {
+            tracing::warn!(
+                handler = self.caller.route().options().handler,
+                "idempotency store unavailable: running unprotected (fail open)"
+            );
+            self.keyed.expose(&req, self.caller.route(), true);
+            let response = run_upstream(req, dev::Payload::from(self.keyed.body), handoff, run).await;
+            return Answer::unless_taken_over(response.into_response(), Outcome::StoreError, &self.caller);
+        }
+        Answer::refused(&self.config, &error, &req)
+    }
+
+    /// The answer of an annotated handler that took the request over: its engine stored (or
+    /// released) the record under its own options, and reported it. This execution's
+    /// duplicates are not necessarily that handler's (another tenant, another fingerprint
+    /// mode): each goes down the chain itself.
+    fn delegated(self, response: HttpResponse) -> Answer {
+        self.guard.publish(Shared::Delegated);
+        Answer {
+            response,
+            outcome: None,
+        }
+    }
+
+    async fn execute(self, token: FencingToken, first_attempt: bool, req: HttpRequest, run: Run) -> Answer {
+        self.guard.running();
+        let route = self.caller.route();
+        self.keyed.expose(&req, route, first_attempt);
+        // The app's hook needs the request, which moves into the handler (a middleware's inner
+        // service routes it, which it may only do as its sole owner) and goes down with it if it
+        // panics: with a hook, the answer to a panic is rendered now.
+        let on_panic = self
+            .config
+            .has_error_hook()
+            .then(|| self.config.error_response(&IdempotencyError::HandlerFailed, &req));
+        let handoff = match self.caller.is_middleware() {
+            true => self.caller.handoff(Some(HeldClaim {
+                store: Arc::clone(&self.config.inner.store),
+                key: self.keyed.id.clone(),
+                token,
+                first_attempt,
+            })),
+            false => None,
+        };
+        let handler = AssertUnwindSafe(run_upstream(
+            req,
+            dev::Payload::from(self.keyed.body.clone()),
+            handoff,
+            run,
+        ))
+        .catch_unwind();
+        let paused = || self.caller.taken_over();
+        let Ok(handled) = turn::with_lease(&self.config, &self.keyed.id, token, paused, handler).await else {
+            tracing::error!(
+                handler = route.options().handler,
+                "handler panicked: key released, a retry will run again"
+            );
+            self.release(token).await;
+            self.guard.publish(Shared::Failed(IdempotencyError::HandlerFailed));
+            let error = IdempotencyError::HandlerFailed;
+            let response = on_panic.unwrap_or_else(|| error.problem_response(error.default_status()));
+            return Answer::new(response, Outcome::Released);
+        };
+        if self.caller.taken_over() {
+            return self.delegated(handled.into_response());
+        }
+        let (response, storable) = match handled {
+            Handled::Ran(response) => {
+                let storable = route.options().cache.stores(response.status().as_u16());
+                (response, storable)
+            }
+            Handled::Refused(response) => (response, false),
+        };
+        let inner = &self.config.inner;
+        match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
+            Captured::Complete { head, body } => {
+                let body = if storable { replay::compact(body) } else { body };
+                let stored = replay::to_stored(&head, body.clone());
+                let (shared, outcome) = if storable {
+                    let record = Record {
+                        fingerprint: self.keyed.fingerprint,
+                        completion: Completion::Response(stored),
+                    };
+                    self.complete(token, Arc::new(record)).await
+                } else {
+                    self.release(token).await;
+                    (Shared::Response(Arc::new(stored)), Outcome::Released)
+                };
+                self.guard.publish(shared);
+                Answer::new(head.set_body(BoxBody::new(body)), outcome)
+            }
+            Captured::Partial { head, body, failed } => {
+                let (shared, outcome) = if storable && !failed {
+                    let handler = route.options().handler;
+                    inner.counters.responses_not_stored.fetch_add(1, Ordering::Relaxed);
+                    observe::response_not_stored(handler);
+                    tracing::warn!(
+                        handler,
+                        limit = inner.max_response_bytes,
+                        "response too large or too slow to store: the key keeps a tombstone"
+                    );
+                    let tombstone = Record {
+                        fingerprint: self.keyed.fingerprint,
+                        completion: Completion::Tombstone,
+                    };
+                    self.complete(token, Arc::new(tombstone)).await
+                } else {
+                    self.release(token).await;
+                    (Shared::Busy, Outcome::Released)
+                };
+                self.guard.publish(shared);
+                Answer::new(head.set_body(body), outcome)
+            }
+        }
+    }
+
+    /// Stores the record; what followers get, and the outcome ([`Outcome::StoreError`] when
+    /// the write failed and the key was released).
+    async fn complete(&self, token: FencingToken, record: Arc<Record>) -> (Shared, Outcome) {
+        let inner = &self.config.inner;
+        let ttl = self.caller.route().options().ttl;
+        let key = &self.keyed.id;
+        match store_call(
+            &self.config,
+            "complete",
+            key,
+            inner.store.complete(key, token, Arc::clone(&record), ttl),
+        )
+        .await
+        {
+            Ok(true) => (Shared::Record(record), Outcome::Executed),
+            Ok(false) => {
+                inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);
+                observe::fenced_completion(self.caller.route().options().handler);
+                tracing::warn!(
+                    ?key,
+                    "lease lapsed and another execution took the key over: this result was not stored"
+                );
+                (Shared::Record(record), Outcome::Executed)
+            }
+            Err(_) => {
+                self.release(token).await;
+                let shared = match &record.completion {
+                    Completion::Response(stored) => Shared::Response(Arc::new(stored.clone())),
+                    Completion::Tombstone => Shared::Busy,
+                };
+                (shared, Outcome::StoreError)
+            }
+        }
+    }
+
+    async fn release(&self, token: FencingToken) {
+        let key = &self.keyed.id;
+        let _ = store_call(
+            &self.config,
+            "release",
+            key,
+            self.config.inner.store.release(key, token),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,305 @@
+//! What happens to a keyed write: the one place that decides to run, replay, wait or refuse.
+//!
+//! 1. Reads (GET, HEAD, OPTIONS) and requests without a key run untouched (or get 400 when
+//!    the route requires a key).
+//! 2. The key is validated, the tenant resolved, the body buffered and fingerprinted.
+//! 3. A completed record held in this process is replayed at once.
+//! 4. Otherwise the request joins the in-process flight of its key (`flight.rs`):
+//!    - the **leader** runs in a task of its own, so a client that disconnects cannot cancel
+//!      it: it claims the key in the store, runs the handler (renewing its lease), captures
+//!      the response, stores it (or releases the key) and publishes the outcome;
+//!    - **followers** wait for that outcome (woken, not polling) or answer at once, per the
+//!      route's `in_flight` policy.
+//!
+//! # Concurrent calls on the same key
+//!
+//! However many duplicates arrive at once, in one process or across replicas sharing a store,
+//! the handler runs once; duplicates get its response as a replay (`Idempotency-Replayed:
+//! true`). A duplicate with a different fingerprint gets `idempotency_conflict`.
+//!
+//! # Cancellation
+//!
+//! Once the leader's task has started, it runs to completion and stores its result even if
+//! every client went away. Use [`crate::Idempotency::drain`] on graceful shutdown.
+//!
+//! # Panics
+//!
+//! A panicking handler releases its key: its own client gets a 500 `idempotency_handler_failed`
+//! problem, every waiting duplicate gets the same, and a later retry runs again.
+
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | `prepare` | key, tenant, body and fingerprint of one request |
+//! | `decide` | what a completed record or a running execution means for a request |
+//! | `turn` | claiming a key in the store, and waiting for another replica's execution |
+//! | `leader` | the one execution of a key in this process |
+//! | `follower` | its in-process duplicates |
+//! | `handoff` | the middleware handing a request to an annotated handler |
+
+pub(crate) mod decide;
+mod follower;
+mod handoff;
+mod leader;
+mod prepare;
+pub(crate) mod turn;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use actix_web::http::Method;
+use actix_web::{dev, web, HttpMessage, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use crate::config::Idempotency;
+use crate::error::IdempotencyError;
+use crate::flight::Role;
+use crate::observe::{self, Outcome};
+use crate::route::Route;
+use crate::store::{RecordKey, StoreError};
+
+pub(crate) use handoff::{has_handoff, Upstream};
+use handoff::{run_upstream, Handoff, HeldClaim};
+use prepare::{Keyed, Prepared};
+
+/// What the handler's side of a request produced: the handler's response, or the response of
+/// one of its extractors that refused the request (the handler did not run, so whatever the
+/// cache policy it is never stored and the corrected request may reuse the key).
+pub enum Handled {
+    /// The handler ran and answered this.
+    Ran(HttpResponse),
+    /// An extractor refused the request before the handler ran.
+    Refused(HttpResponse),
+}
+
+impl Handled {
+    fn into_response(self) -> HttpResponse {
+        match self {
+            Self::Ran(response) | Self::Refused(response) => response,
+        }
+    }
+}
+
+/// The handler's side of a request, type-erased: the engine is compiled once, not once per
+/// handler.
+pub(crate) type Run = Box<dyn FnOnce(HttpRequest, dev::Payload) -> LocalBoxFuture<'static, Handled>>;
+
+/// Who runs the engine for a request.
+pub(crate) enum Caller {
+    /// An annotated handler, with its attribute's options.
+    Handler(&'static Route),
+    /// [`crate::IdempotentMiddleware`], which passes the request down the service chain, where
+    /// an annotated handler may take it over.
+    Middleware { route: Rc<Route>, upstream: Rc<Upstream> },
+}
+
+impl Caller {
+    pub(crate) fn route(&self) -> &Route {
+        match self {
+            Self::Handler(route) => route,
+            Self::Middleware { route, .. } => route,
+        }
+    }
+
+    pub(crate) fn upstream(&self) -> Option<&Rc<Upstream>> {
+        match self {
+            Self::Handler(_) => None,
+            Self::Middleware { upstream, .. } => Some(upstream),
+        }
+    }
+
+    pub(crate) fn is_middleware(&self) -> bool {
+        matches!(self, Self::Middleware { .. })
+    }
+
+    /// Whether an annotated handler down the middleware's chain took the request over.
+    fn taken_over(&self) -> bool {
+        self.upstream().is_some_and(|upstream| upstream.taken_over())
+    }
+
+    /// The mark that lets an annotated handler down the middleware's chain take the request over,
+    /// with the claim this execution holds, if any.
+    fn handoff(&self, claim: Option<HeldClaim>) -> Option<Handoff> {
+        let upstream = Rc::clone(self.upstream()?);
+        Some(Handoff { upstream, claim })
+    }
+}
+
+/// Runs one request to an annotated handler. Generated code calls this; `run` extracts the
+/// handler's own arguments from the request and payload and calls the user's function.
+pub async fn handle<F, Fut>(route: &'static Route, req: HttpRequest, payload: web::Payload, run: F) -> HttpResponse
+where
+    F: FnOnce(HttpRequest, dev::Payload) -> Fut + 'static,
+    Fut: Future<Output = Handled> + 'static,
+{
+    let payload = payload.into_inner();
+    let handoff = req.extensions_mut().remove::<Handoff>();
+    let held = handoff.and_then(|handoff| handoff.take_over(&req, route));
+    if is_read_only(req.method()) || !may_carry_key(route, &req) {
+        if let Some(held) = held {
+            held.release(Idempotency::for_request(&req)).await;
+        }
+        return run(req, payload).await.into_response();
+    }
+    let config = Idempotency::for_request(&req).clone();
+    let run: Run = Box::new(move |req, payload| run(req, payload).boxed_local());
+    protect(config, Caller::Handler(route), req, payload, run, held).await
+}
+
+/// Runs one write request through the engine with the caller's options. `run` is the handler,
+/// or (for the middleware) the rest of the service chain, where an annotated handler may take
+/// the request over. `held` is the middleware's claim of a request an annotated handler took
+/// over.
+pub(crate) fn protect(
+    config: Idempotency,
+    caller: Caller,
+    req: HttpRequest,
+    payload: dev::Payload,
+    run: Run,
+    held: Option<HeldClaim>,
+) -> LocalBoxFuture<'static, HttpResponse> {
+    async move {
+        let name = caller.route().options().handler;
+        let started = std::time::Instant::now();
+        let span = observe::span(name);
+        let prepared = prepare::prepare(&caller, &config, &req, payload)
+            .instrument(span.clone())
+            .await;
+        // The middleware's claim is this request's own only under the same identity.
+        let (adopted, foreign) = match (&prepared, held) {
+            (Ok(Prepared::Keyed(keyed)), Some(held)) if held.covers(&keyed.id, &config) => (Some(held), None),
+            (_, held) => (None, held),
+        };
+        if let Some(foreign) = foreign {
+            foreign.release(&config).await;
+        }
+        let answer = match prepared {
+            Ok(Prepared::Keyed(keyed)) => {
+                execute_once(config, caller, req, keyed, run, adopted)
+                    .instrument(span.clone())
+                    .await
+            }
+            Ok(Prepared::Unprotected(payload)) => {
+                let handoff = caller.handoff(None);
+                return run_upstream(req, payload, handoff, run).await.into_response();
+            }
+            Err(error) => Answer::refused(&config, &error, &req),
+        };
+        // A request an annotated handler took over was reported by that handler's engine.
+        if let Some(outcome) = answer.outcome {
+            span.in_scope(|| observe::outcome(name, outcome, started.elapsed()));
+        }
+        answer.response
+    }
+    .boxed_local()
+}
+
+/// Replays a completed record held in this process, or runs the request as the leader or a
+/// follower of its in-process flight.
+async fn execute_once(
+    config: Idempotency,
+    caller: Caller,
+    req: HttpRequest,
+    keyed: Keyed,
+    run: Run,
+    adopted: Option<HeldClaim>,
+) -> Answer {
+    if adopted.is_none() {
+        if let Some(record) = config.inner.store.cached(&keyed.id) {
+            return Answer::of_record(&config, &req, &record, &keyed);
+        }
+    }
+    match config
+        .inner
+        .flights
+        .join(&keyed.id, keyed.fingerprint, caller.is_middleware())
+    {
+        Role::Follower(flight) => {
+            if let Some(adopted) = adopted {
+                adopted.release(&config).await;
+            }
+            follower::follow(&config, &caller, req, keyed, &flight, run).await
+        }
+        Role::Leader(guard) => leader::lead(config, caller, req, keyed, run, guard, adopted).await,
+    }
+}
+
+/// The engine's answer to a keyed request, and what it did to produce it (`None`: an annotated
+/// handler took the request over and reported it).
+struct Answer {
+    response: HttpResponse,
+    outcome: Option<Outcome>,
+}
+
+impl Answer {
+    fn new(response: HttpResponse, outcome: Outcome) -> Self {
+        Self {
+            response,
+            outcome: Some(outcome),
+        }
+    }
+
+    fn refused(config: &Idempotency, error: &IdempotencyError, req: &HttpRequest) -> Self {
+        Self::new(config.error_response(error, req), Outcome::of_error(error))
+    }
+
+    /// The answer to a request whose key already completed: its replay, or a refusal.
+    fn of_record(config: &Idempotency, req: &HttpRequest, record: &crate::record::Record, keyed: &Keyed) -> Self {
+        match decide::completed(record, keyed.is_same_request(record.fingerprint)) {
+            Ok(stored) => Self::new(crate::replay::replay(stored, config, req), Outcome::Replayed),
+            Err(error) => Self::refused(config, &error, req),
+        }
+    }
+
+    /// The answer of the handler when the middleware's request may have been taken over by an
+    /// annotated handler, which then reported it.
+    fn unless_taken_over(response: HttpResponse, outcome: Outcome, caller: &Caller) -> Self {
+        Self {
+            response,
+            outcome: (!caller.taken_over()).then_some(outcome),
+        }
+    }
+
+    /// A duplicate that had to wait reports [`Outcome::Waited`] instead of a plain replay.
+    fn after_waiting(mut self) -> Self {
+        if self.outcome == Some(Outcome::Replayed) {
+            self.outcome = Some(Outcome::Waited);
+        }
+        self
+    }
+}
+
+pub(crate) fn is_read_only(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request may be keyed. `false` (no key header, on a route that neither requires
+/// a key nor takes it from the body) lets an unkeyed write skip the configuration lookup.
+pub(crate) fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
+    let options = route.options();
+    options.required || options.key_from.is_some() || req.headers().contains_key(route.header())
+}
+
+/// Bounds a store call by the configured timeout and counts and logs its failure.
+pub(crate) async fn store_call<T>(
+    config: &Idempotency,
+    operation: &'static str,
+    key: &RecordKey,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let inner = &config.inner;
+    let result = match tokio::time::timeout(inner.store_timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(inner.store_timeout)),
+    };
+    if let Err(error) = &result {
+        inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        observe::store_error(operation);
+        tracing::warn!(%error, operation, ?key, "idempotency store call failed");
+    }
+    result
+}
