@@ -56,6 +56,7 @@ use crate::replay::{self, Captured};
 use crate::route::FingerprintMode;
 use crate::route::{InFlight, OnMismatch, Route, Scope};
 use crate::store::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
+use crate::transaction::{self, Refused, Returned, Slot};
 
 /// Longest a waiter on another replica's execution sleeps between two looks at the store when
 /// no notification arrives.
@@ -194,8 +195,9 @@ impl Handoff {
     /// Marks the request as taken over by `route` and hands back the middleware's claim.
     fn take_over(self, req: &HttpRequest, route: &Route) -> Option<HeldClaim> {
         self.upstream.taken_over.set(Some(route.options().fingerprint));
-        // The middleware's view of the key; the handler's engine exposes its own.
+        // The middleware's view of the key and its transaction; the handler's engine offers its own.
         req.extensions_mut().remove::<IdempotencyKey>();
+        transaction::withdraw(req);
         tracing::debug!(
             handler = route.options().handler,
             "an #[idempotent] handler took over a request from IdempotentMiddleware: its attribute governs it"
@@ -723,6 +725,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
     {
         self.guard.running();
         self.keyed.expose(&req, &self.route, first_attempt);
+        let transaction = Slot::offer(&self.config, self.route.options().handler, &self.keyed.id, &req);
         // The app's hook needs the request, which moves into the handler (a middleware's inner
         // service routes it, which it may only do as its sole owner) and goes down with it if it
         // panics: with a hook, the answer to a panic is rendered now.
@@ -743,6 +746,9 @@ impl<R: Deref<Target = Route>> Leader<R> {
                 handler = self.route.options().handler,
                 "handler panicked: key released, a retry will run again"
             );
+            // Rolled back before the key is free: the transaction the unwinding handler gave
+            // back closes its connection.
+            drop(transaction);
             self.release(token).await;
             self.guard.publish(Shared::Failed(IdempotencyError::HandlerFailed));
             let error = IdempotencyError::HandlerFailed;
@@ -755,6 +761,10 @@ impl<R: Deref<Target = Route>> Leader<R> {
         let inner = &self.config.inner;
         let executed = response.extensions().get::<NotExecuted>().is_none();
         let storable = executed && self.route.options().cache.stores(response.status().as_u16());
+        let transaction = match transaction::returned(transaction, storable, token).await {
+            Ok(transaction) => transaction,
+            Err(refused) => return self.transaction_refused(refused),
+        };
         match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
             Captured::Complete { head, body } => {
                 let body = if storable { replay::compact(body) } else { body };
@@ -764,7 +774,10 @@ impl<R: Deref<Target = Route>> Leader<R> {
                         fingerprint: self.keyed.fingerprint,
                         completion: Completion::Response(stored),
                     };
-                    self.complete(token, Arc::new(record)).await
+                    match self.complete(token, Arc::new(record), transaction).await {
+                        Ok(completed) => completed,
+                        Err(refused) => return self.transaction_refused(refused),
+                    }
                 } else {
                     self.release(token).await;
                     (Shared::Response(Arc::new(stored)), Outcome::Released)
@@ -786,7 +799,10 @@ impl<R: Deref<Target = Route>> Leader<R> {
                         fingerprint: self.keyed.fingerprint,
                         completion: Completion::Tombstone,
                     };
-                    self.complete(token, Arc::new(tombstone)).await
+                    match self.complete(token, Arc::new(tombstone), transaction).await {
+                        Ok(completed) => completed,
+                        Err(refused) => return self.transaction_refused(refused),
+                    }
                 } else {
                     self.release(token).await;
                     (Shared::Busy, Outcome::Released)
@@ -797,12 +813,22 @@ impl<R: Deref<Target = Route>> Leader<R> {
         }
     }
 
-    /// Stores the record; what followers get, and the outcome ([`Outcome::StoreError`] when
-    /// the write failed and the key was released).
-    async fn complete(&self, token: FencingToken, record: Arc<Record>) -> (Shared, Outcome) {
+    /// Stores the record, in the handler's transaction when it gave one back; what followers
+    /// get, and the outcome ([`Outcome::StoreError`] when the write failed and the key was
+    /// released). `Err`: the handler's transaction did not commit.
+    async fn complete(
+        &self,
+        token: FencingToken,
+        record: Arc<Record>,
+        transaction: Option<Returned>,
+    ) -> Result<(Shared, Outcome), Refused> {
         let inner = &self.config.inner;
         let ttl = self.route.options().ttl;
-        match self
+        if let Some(transaction) = transaction {
+            transaction.complete(token, Arc::clone(&record), ttl).await?;
+            return Ok((Shared::Record(record), Outcome::Executed));
+        }
+        let completed = match self
             .store_call(
                 "complete",
                 inner.store.complete(&self.keyed.id, token, Arc::clone(&record), ttl),
@@ -824,7 +850,15 @@ impl<R: Deref<Target = Route>> Leader<R> {
                 };
                 (shared, Outcome::StoreError)
             }
-        }
+        };
+        Ok(completed)
+    }
+
+    /// The answer when the handler's transaction did not commit: the same refusal for its
+    /// client and for every duplicate.
+    fn transaction_refused(self, refused: Refused) -> Answer {
+        self.guard.publish(refused.shared);
+        Answer::new(refused.response, refused.outcome)
     }
 
     async fn release(&self, token: FencingToken) {
@@ -863,7 +897,7 @@ impl<R: Deref<Target = Route>> Leader<R> {
 }
 
 /// Bounds a store call by the configured timeout and counts and logs its failure.
-async fn store_call<T>(
+pub(crate) async fn store_call<T>(
     config: &Idempotency,
     operation: &'static str,
     key: &RecordKey,

@@ -83,7 +83,8 @@ impl Outcome {
             | IdempotencyError::TenantMissing { .. }
             | IdempotencyError::ResponseNotStored
             | IdempotencyError::BodyTooLarge { .. }
-            | IdempotencyError::BodyUnreadable => Self::Rejected,
+            | IdempotencyError::BodyUnreadable
+            | IdempotencyError::TransactionUnavailable { .. } => Self::Rejected,
         }
     }
 }
