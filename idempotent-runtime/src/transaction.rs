@@ -1,9 +1,9 @@
 //! A handler's database transaction, committed together with its idempotency record.
 //!
-//! A handler of a keyed write takes a [`Transaction`] (feature `postgres`, with a
-//! [`PostgresStore`](crate::PostgresStore) as the store, alone or in a
-//! [`CachedStore`](crate::CachedStore)) and runs its statements in it. Once the handler has
-//! returned and its response has been captured, the engine settles the transaction itself:
+//! A handler of a keyed write takes a `Transaction` (feature `postgres`, with a `PostgresStore`
+//! as the store, alone or in a [`CachedStore`](crate::CachedStore)) and runs its statements in
+//! it. Once the handler has returned and its response has been captured, the engine settles the
+//! transaction itself:
 //!
 //! - **A response the route stores** (its cache policy keeps the status): the record is
 //!   completed in the same transaction, then it commits. The handler's writes and the record
@@ -54,7 +54,7 @@
 //!   forward the key to them ([`IdempotencyKey`](crate::IdempotencyKey)).
 //! - Do not run `COMMIT`, `ROLLBACK` or `BEGIN` in it yourself (`SAVEPOINT`s are fine).
 //! - Each running handler holds one connection of the store's pool until it is settled: size
-//!   the pool ([`PostgresStoreBuilder::pool_size`](crate::PostgresStoreBuilder::pool_size))
+//!   the pool (`PostgresStoreBuilder::pool_size`)
 //!   above the handlers that run at once, with room for claims and lease renewals.
 //! - It runs at the database's default isolation level (`READ COMMITTED` unless configured);
 //!   a `SET TRANSACTION ISOLATION LEVEL` must be the handler's first statement. Under
@@ -108,7 +108,7 @@ pub use self::enabled::Transaction;
 #[cfg(feature = "postgres")]
 pub(crate) use self::enabled::{returned, withdraw, Returned, Slot};
 
-/// Why a handler's [`Transaction`] cannot be given: the reason of a 500
+/// Why a handler's `Transaction` cannot be given: the reason of a 500
 /// `idempotency_transaction_unavailable`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -464,6 +464,17 @@ mod enabled {
     /// handler's engine offers its own, or, running the request unprotected, none.
     pub(crate) fn withdraw(req: &HttpRequest) {
         req.extensions_mut().remove::<Offered>();
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_transaction_can_be_used_from_send_futures() {
+            fn send_and_sync<T: Send + Sync>() {}
+            send_and_sync::<Transaction>();
+        }
     }
 }
 

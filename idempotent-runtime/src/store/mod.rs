@@ -19,7 +19,7 @@
 //!   timeout at the latest; callers re-read with [`Store::lookup`].
 //!
 //! A store may also complete records inside a database transaction of the application's
-//! ([`TransactionalStore`], feature `postgres`), so the application's writes and the record
+//! (`TransactionalStore`, feature `postgres`), so the application's writes and the record
 //! commit together.
 //!
 //! [`conformance`] checks all of this; every backend runs it against a real server.
