@@ -499,6 +499,13 @@ mod disabled {
         }
     }
 
+    /// As the enabled slot's, whose drop closes the offer (the engine drops it on a panic).
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            match *self {}
+        }
+    }
+
     pub(crate) enum Returned {}
 
     pub(crate) async fn returned(slot: Option<Slot>, _: bool, _: FencingToken) -> Result<Option<Returned>, Refused> {
