@@ -96,7 +96,9 @@
 //! # Stores
 //!
 //! [`MemoryStore`] (default); Redis and PostgreSQL behind the `redis` and `postgres` features.
-//! Every store implements [`Store`] and passes [`store::conformance`].
+//! Every store implements [`Store`] and passes [`store::conformance`]. With PostgreSQL, a
+//! handler can also take a `Transaction` whose writes commit together with the record: see
+//! [`transaction`].
 //!
 //! # Middleware: every write route of a scope
 //!
@@ -187,7 +189,7 @@
 //! |---|---|---|
 //! | `redis` | no | [`RedisStore`]: several replicas sharing Redis, Valkey or Redis Cluster |
 //! | `redis-tls` | no | `rediss://` URLs for [`RedisStore`], through rustls; a private CA with `RedisStoreBuilder::tls_ca_file` |
-//! | `postgres` | no | [`PostgresStore`]: several replicas sharing PostgreSQL, with a shipped migration |
+//! | `postgres` | no | [`PostgresStore`]: several replicas sharing PostgreSQL, with a shipped migration; `Transaction`: a handler's writes committed in the same transaction as its record ([`transaction`]) |
 //! | `postgres-tls` | no | TLS for [`PostgresStore`] through rustls: `sslmode` (up to `verify-full`) and `sslrootcert` in the URL |
 //! | `client` | no | `client`: a reqwest-middleware middleware that retries writes with one key per operation |
 //!

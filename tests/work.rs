@@ -347,3 +347,191 @@ async fn an_operator_forgets_a_stored_http_response_so_the_retry_runs_again() {
         "the forgotten key ran again"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Work in a PostgreSQL transaction
+
+/// A connection of the test's own, and a table of shipments for this test run.
+async fn shipments() -> Option<(tokio_postgres::Client, String)> {
+    if !server_up("PostgreSQL", POSTGRES_ADDR) {
+        return None;
+    }
+    let (client, connection) = tokio_postgres::connect(&postgres_url(POSTGRES_ADDR), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS work_shipments (id bigserial PRIMARY KEY, tag text NOT NULL)")
+        .await
+        .unwrap();
+    Some((client, unique("shipment")))
+}
+
+async fn count(client: &tokio_postgres::Client, tag: &str) -> i64 {
+    let row = client
+        .query_one("SELECT count(*) FROM work_shipments WHERE tag = $1", &[&tag])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+const INSERT: &str = "INSERT INTO work_shipments (tag) VALUES ($1) RETURNING id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_in_a_transaction_commits_its_writes_with_its_value_once() {
+    let Some((client, tag)) = shipments().await else { return };
+    let (one, other) = replicas("postgres").await.unwrap();
+    let ship = |config: &Idempotency| {
+        let tag = tag.clone();
+        let config = config.clone();
+        async move {
+            config
+                .work("ship")
+                .run_in_transaction("message-1", async |_, tx| {
+                    let row = tx.query_one(INSERT, &[&tag]).await?;
+                    Ok::<i64, tokio_postgres::Error>(row.get(0))
+                })
+                .await
+        }
+    };
+    let first = ship(&one).await.unwrap();
+    assert_eq!(ship(&one).await.unwrap(), first);
+    assert_eq!(
+        ship(&other).await.unwrap(),
+        first,
+        "another replica gets the committed value"
+    );
+    assert_eq!(count(&client, &tag).await, 1, "one shipment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundreds_of_duplicates_in_transactions_on_two_replicas_write_once() {
+    let Some((client, tag)) = shipments().await else { return };
+    let (one, other) = replicas("postgres").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let config = if i % 2 == 0 { one.clone() } else { other.clone() };
+        let tag = tag.clone();
+        tasks.push(tokio::spawn(async move {
+            config
+                .work("ship")
+                .run_in_transaction("the-only-message", async |_, tx| {
+                    let row = tx.query_one(INSERT, &[&tag]).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<i64, tokio_postgres::Error>(row.get(0))
+                })
+                .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().expect("every duplicate gets the value"));
+    }
+    assert_eq!(ids.len(), 1, "every duplicate got the one shipment");
+    assert_eq!(count(&client, &tag).await, 1, "200 duplicates, one committed shipment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_work_in_a_transaction_rolls_its_writes_back_and_runs_again() {
+    let Some((client, tag)) = shipments().await else { return };
+    let (one, _) = replicas("postgres").await.unwrap();
+    let work = one.work("ship");
+    let failed = work
+        .run_in_transaction::<i64, _, _>("message-2", async |_, tx| {
+            tx.query_one(INSERT, &[&tag]).await.unwrap();
+            Err(Declined)
+        })
+        .await;
+    assert!(matches!(failed, Err(WorkError::Failed(Declined))), "{failed:?}");
+    assert_eq!(count(&client, &tag).await, 0, "the failed run's insert was rolled back");
+    let id = work
+        .run_in_transaction("message-2", async |attempt, tx| {
+            assert!(!attempt.is_first_attempt());
+            let row = tx.query_one(INSERT, &[&tag]).await.unwrap();
+            Ok::<i64, Declined>(row.get(0))
+        })
+        .await
+        .unwrap();
+    assert!(id > 0);
+    assert_eq!(count(&client, &tag).await, 1);
+}
+
+/// A replica on the PostgreSQL store, in namespace `namespace`.
+fn postgres_replica(namespace: &str) -> Idempotency {
+    Idempotency::builder()
+        .store(PostgresStore::new(&postgres_url(POSTGRES_ADDR)).unwrap())
+        .namespace(namespace)
+        .lease(Duration::from_millis(600))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_that_lost_its_key_rolls_back_and_the_run_that_took_over_is_the_one_committed() {
+    let Some((client, tag)) = shipments().await else { return };
+    let namespace = unique("work");
+    // The slow replica runs on a runtime of its own, which its handler blocks past the 600 ms
+    // lease: no renewal reaches the store, as on a replica that stalled.
+    let (claimed_tx, claimed_rx) = std::sync::mpsc::channel();
+    let slow = std::thread::spawn({
+        let (namespace, tag) = (namespace.clone(), tag.clone());
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                postgres_replica(&namespace)
+                    .work("ship")
+                    .run_in_transaction::<i64, Declined, _>("message-3", async |_, tx| {
+                        let row = tx.query_one(INSERT, &[&tag]).await.unwrap();
+                        claimed_tx.send(()).unwrap();
+                        std::thread::sleep(Duration::from_millis(1500));
+                        Ok(row.get(0))
+                    })
+                    .await
+            })
+        }
+    });
+    claimed_rx.recv().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let other = postgres_replica(&namespace);
+    let taken_over = other
+        .work("ship")
+        .run_in_transaction("message-3", async |attempt, tx| {
+            assert!(!attempt.is_first_attempt(), "the lapsed run had started");
+            let row = tx.query_one(INSERT, &[&tag]).await.unwrap();
+            Ok::<i64, Declined>(row.get(0))
+        })
+        .await
+        .unwrap();
+    match slow.join().unwrap() {
+        Err(WorkError::Refused(error)) => assert_eq!(error.code(), "idempotency_in_flight"),
+        other => panic!("the fenced run must be refused, got {other:?}"),
+    }
+    assert_eq!(count(&client, &tag).await, 1, "only the run that took over committed");
+    let replayed: i64 = other
+        .work("ship")
+        .run("message-3", |_| async { Err::<i64, _>(Declined) })
+        .await
+        .unwrap();
+    assert_eq!(replayed, taken_over);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_in_a_transaction_on_a_store_without_transactions_is_refused_and_releases_its_key() {
+    let (one, _) = replicas("memory").await.unwrap();
+    let refused = one
+        .work("ship")
+        .run_in_transaction::<i64, Declined, _>("message-4", async |_, _| unreachable!())
+        .await;
+    match refused {
+        Err(WorkError::Refused(error)) => assert_eq!(error.code(), "idempotency_transaction_unavailable"),
+        other => panic!("expected transaction unavailable, got {other:?}"),
+    }
+    let value: i64 = one
+        .work("ship")
+        .run("message-4", |_| async { Ok::<_, Declined>(4) })
+        .await
+        .unwrap();
+    assert_eq!(value, 4, "the key was released");
+}

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::key::KeyError;
 use crate::tenant::MissingTenant;
+use crate::transaction::NoTransaction;
 
 /// Why the engine answered a request itself. Each variant has a stable [`code`](Self::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,9 +68,19 @@ pub enum IdempotencyError {
     /// The request body could not be read (the client went away or sent a broken body).
     #[error("the request body could not be read")]
     BodyUnreadable,
-    /// The handler panicked; the key was released, so a retry runs again.
+    /// The handler panicked, or returned while it still held its [`Transaction`]; the key was
+    /// released, so a retry runs again.
+    ///
+    /// [`Transaction`]: crate::transaction
     #[error("the request failed; it was not stored and a retry will run again")]
     HandlerFailed,
+    /// The handler takes a `Transaction` and none can be given; `reason` says why. The handler
+    /// does not run. Also logged once per reason as a `WARN` event.
+    #[error("no transaction for this request: {reason}")]
+    TransactionUnavailable {
+        /// Why no transaction can be given.
+        reason: NoTransaction,
+    },
 }
 
 /// As an extractor's error ([`crate::IdempotencyKey`]): the problem document, with the
@@ -108,6 +119,7 @@ impl IdempotencyError {
             Self::BodyTooLarge { .. } => "idempotency_body_too_large",
             Self::BodyUnreadable => "idempotency_body_unreadable",
             Self::HandlerFailed => "idempotency_handler_failed",
+            Self::TransactionUnavailable { .. } => "idempotency_transaction_unavailable",
         }
     }
 
@@ -125,6 +137,7 @@ impl IdempotencyError {
             Self::BodyTooLarge { .. } => "BodyTooLarge",
             Self::BodyUnreadable => "BodyUnreadable",
             Self::HandlerFailed => "HandlerFailed",
+            Self::TransactionUnavailable { .. } => "TransactionUnavailable",
         }
     }
 
@@ -142,6 +155,7 @@ impl IdempotencyError {
             Self::BodyTooLarge { .. } => "Request body too large",
             Self::BodyUnreadable => "Request body unreadable",
             Self::HandlerFailed => "Request failed",
+            Self::TransactionUnavailable { .. } => "Transaction unavailable",
         }
     }
 
@@ -155,7 +169,7 @@ impl IdempotencyError {
             Self::Accepted { .. } => StatusCode::ACCEPTED,
             Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::HandlerFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::HandlerFailed | Self::TransactionUnavailable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

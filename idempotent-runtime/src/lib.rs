@@ -20,6 +20,7 @@
 //! | [`profile`] | presets that answer in a known API's wire format (Stripe's) |
 //! | [`work`] | idempotent work outside HTTP: queue consumers, jobs |
 //! | `operate` | [`Idempotency::inspect`] and [`Idempotency::forget`], for operators |
+//! | [`transaction`] | a handler's database transaction, committed with its record (feature `postgres`) |
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -40,6 +41,7 @@ pub mod route;
 pub mod store;
 mod tenant;
 pub mod testing;
+pub mod transaction;
 pub mod work;
 
 pub use config::{Idempotency, IdempotencyBuilder, Stats};
@@ -52,10 +54,18 @@ pub use record::{Completion, Record, StoredResponse};
 pub use route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
 pub use store::{CachedStore, Claim, ExpiringStore, FencingToken, Lookup, MemoryStore, RecordKey, Store, StoreError};
 #[cfg(feature = "postgres")]
-pub use store::{PostgresStore, PostgresStoreBuilder};
+pub use store::{PostgresStore, PostgresStoreBuilder, PostgresTransaction, TransactionalStore};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder};
 pub use tenant::MissingTenant;
+/// The tokio-postgres this crate runs on (feature `postgres`): a [`Transaction`] dereferences
+/// to its `Client`, and its types (`types::ToSql`, `Row`, `Error`) are those of the handler's
+/// statements.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;
+pub use transaction::NoTransaction;
+#[cfg(feature = "postgres")]
+pub use transaction::Transaction;
 
 /// What generated code uses. Not public API: it changes without notice.
 #[doc(hidden)]

@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | `idempotency_requests_total` | counter | `route`, `outcome` | keyed requests, by [`Outcome`] |
 //! | `idempotency_request_duration_seconds` | histogram | `route`, `outcome` | time from the request reaching the engine to its answer, handler included |
-//! | `idempotency_store_errors_total` | counter | `operation` | store calls that failed or timed out (`claim`, `complete`, `release`, `renew`, `lookup`, `wait`) |
+//! | `idempotency_store_errors_total` | counter | `operation` | store calls that failed or timed out (`claim`, `complete`, `release`, `renew`, `lookup`, `wait`; `begin`, `rollback` for a handler's transaction) |
 //! | `idempotency_evictions_total` | counter | | completed records the memory store evicted for space before their ttl |
 //! | `idempotency_responses_not_stored_total` | counter | `route` | responses too large or too slow to store (the key keeps a tombstone) |
 //! | `idempotency_fenced_completions_total` | counter | `route` | results refused because another execution took the key over after a lapsed lease |
@@ -83,7 +83,8 @@ impl Outcome {
             | IdempotencyError::TenantMissing { .. }
             | IdempotencyError::ResponseNotStored
             | IdempotencyError::BodyTooLarge { .. }
-            | IdempotencyError::BodyUnreadable => Self::Rejected,
+            | IdempotencyError::BodyUnreadable
+            | IdempotencyError::TransactionUnavailable { .. } => Self::Rejected,
         }
     }
 }

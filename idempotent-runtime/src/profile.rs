@@ -78,6 +78,7 @@ fn stripe_answer(
         IdempotencyError::StoreUnavailable { .. } | IdempotencyError::HandlerFailed => {
             (engine_status, "api_error", error.code(), true)
         }
+        IdempotencyError::TransactionUnavailable { .. } => (engine_status, "api_error", error.code(), false),
         _ => (engine_status, "invalid_request_error", error.code(), false),
     }
 }

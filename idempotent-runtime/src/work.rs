@@ -226,33 +226,97 @@ impl Work {
         F: FnOnce(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.reported(async {
+            match self.start(key).await {
+                Start::Done(result, outcome) => (result, outcome),
+                Start::Claimed(claimed) => self.execute(claimed, work).await,
+                Start::Unprotected(attempt) => match work(attempt).await {
+                    Ok(value) => (Ok(value), Outcome::StoreError),
+                    Err(error) => (Err(WorkError::Failed(error)), Outcome::StoreError),
+                },
+            }
+        })
+        .await
+    }
+
+    /// [`run`](Self::run), with the closure's statements in a transaction of the PostgreSQL
+    /// store (feature `postgres`, with a `PostgresStore` alone or in a `CachedStore`): the
+    /// stored value is completed in the same transaction, which then commits. A crash before
+    /// the commit leaves neither the writes nor the record (the next run executes once); a
+    /// crash after it leaves both (the next run gets the value).
+    ///
+    /// An `Err` from the closure, a panic, or a value that cannot be written as JSON rolls the
+    /// transaction back and releases the key. If another execution took the key over while
+    /// the closure ran (its lease lapsed), the transaction rolls back and the run is refused
+    /// with [`IdempotencyError::InFlight`]: the next run gets the other execution's value.
+    /// Never run `COMMIT`, `ROLLBACK` or `BEGIN` in it yourself.
+    ///
+    /// ```no_run
+    /// use idempotent_runtime::{Idempotency, PostgresStore};
+    ///
+    /// # async fn consume(message_id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PostgresStore::new("postgres://app@db.internal/app")?;
+    /// let idempotency = Idempotency::builder().store(store).build();
+    /// let shipment: i64 = idempotency
+    ///     .work("ship-order")
+    ///     .run_in_transaction(message_id, async |_attempt, tx| {
+    ///         let row = tx.query_one("INSERT INTO shipments DEFAULT VALUES RETURNING id", &[]).await?;
+    ///         Ok::<_, tokio_postgres::Error>(row.get(0))
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run); [`IdempotencyError::TransactionUnavailable`] when the store
+    /// cannot open transactions; [`IdempotencyError::StoreUnavailable`] when `BEGIN`, the
+    /// completion or the `COMMIT` fails (after a failed `COMMIT` the writes may have committed
+    /// with the record: the next run then gets the value). Under
+    /// [`fail_open`](crate::IdempotencyBuilder::fail_open) a store outage refuses the run
+    /// too: its transaction would be on the failed store.
+    #[cfg(feature = "postgres")]
+    pub async fn run_in_transaction<T, E, F>(&self, key: &str, work: F) -> Result<T, WorkError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: AsyncFnOnce(Attempt, &crate::store::PostgresTransaction) -> Result<T, E>,
+    {
+        self.reported(async {
+            match self.start(key).await {
+                Start::Done(result, outcome) => (result, outcome),
+                Start::Claimed(claimed) => self.execute_in_transaction(claimed, work).await,
+                Start::Unprotected(_) => refused(self.config.store_unavailable()),
+            }
+        })
+        .await
+    }
+
+    /// Runs one settlement inside this work's span and reports its outcome.
+    async fn reported<T, E>(
+        &self,
+        settle: impl Future<Output = (Result<T, WorkError<E>>, Outcome)>,
+    ) -> Result<T, WorkError<E>> {
         let started = Instant::now();
         let span = observe::span(self.name);
-        let (result, outcome) = self.run_once(key, work).instrument(span.clone()).await;
+        let (result, outcome) = settle.instrument(span.clone()).await;
         span.in_scope(|| observe::outcome(self.name, outcome, started.elapsed()));
         result
     }
 
-    async fn run_once<T, E, F, Fut>(&self, key: &str, work: F) -> (Result<T, WorkError<E>>, Outcome)
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce(Attempt) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let refused = |error: IdempotencyError| {
-            let outcome = Outcome::of_error(&error);
-            (Err(WorkError::Refused(error)), outcome)
-        };
+    /// Validates the key and takes this run's turn: a value to return, a refusal, or the claim.
+    async fn start<T: DeserializeOwned, E>(&self, key: &str) -> Start<T, E> {
         let key = match key::parse(key.as_bytes()) {
             Ok(Some(key)) => key.into_owned(),
-            Ok(None) => return refused(IdempotencyError::KeyInvalid(key::KeyError::Empty)),
-            Err(error) => return refused(IdempotencyError::KeyInvalid(error)),
+            Ok(None) => return Start::refused(IdempotencyError::KeyInvalid(key::KeyError::Empty)),
+            Err(error) => return Start::refused(IdempotencyError::KeyInvalid(error)),
         };
         let config = &self.config;
         let id = self.record_key(&key);
         let fingerprint = self.fingerprint();
         if let Some(record) = config.inner.store.cached(&id) {
-            return stored_value(&record, fingerprint, Outcome::Replayed);
+            let (result, outcome) = stored_value(&record, fingerprint, Outcome::Replayed);
+            return Start::Done(result, outcome);
         }
         let claimant = Claimant {
             config,
@@ -262,71 +326,136 @@ impl Work {
             policy: if self.wait { InFlight::Wait } else { InFlight::Reject },
         };
         match claimant.take_turn().await {
-            Turn::Run { token, first_attempt } => self.execute(&id, token, key, first_attempt, work).await,
-            Turn::Completed { record, waited } => stored_value(
-                &record,
-                fingerprint,
-                if waited { Outcome::Waited } else { Outcome::Replayed },
-            ),
-            Turn::Refused(error) => refused(error),
+            Turn::Run { token, first_attempt } => Start::Claimed(Claimed {
+                id,
+                token,
+                attempt: Attempt { key, first_attempt },
+            }),
+            Turn::Completed { record, waited } => {
+                let outcome = if waited { Outcome::Waited } else { Outcome::Replayed };
+                let (result, outcome) = stored_value(&record, fingerprint, outcome);
+                Start::Done(result, outcome)
+            }
+            Turn::Refused(error) => Start::refused(error),
             Turn::StoreFailed if config.inner.fail_open => {
                 tracing::warn!(
                     work = self.name,
                     "idempotency store unavailable: running unprotected (fail open)"
                 );
-                let attempt = Attempt {
+                Start::Unprotected(Attempt {
                     key,
                     first_attempt: true,
-                };
-                match work(attempt).await {
-                    Ok(value) => (Ok(value), Outcome::StoreError),
-                    Err(error) => (Err(WorkError::Failed(error)), Outcome::StoreError),
-                }
+                })
             }
-            Turn::StoreFailed => refused(config.store_unavailable()),
+            Turn::StoreFailed => Start::refused(config.store_unavailable()),
         }
     }
 
-    async fn execute<T, E, F, Fut>(
-        &self,
-        id: &RecordKey,
-        token: FencingToken,
-        key: String,
-        first_attempt: bool,
-        work: F,
-    ) -> (Result<T, WorkError<E>>, Outcome)
+    async fn execute<T, E, F, Fut>(&self, claimed: Claimed, work: F) -> (Result<T, WorkError<E>>, Outcome)
     where
         T: Serialize,
         F: FnOnce(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let Claimed { id, token, attempt } = claimed;
         let config = &self.config;
         let store = &config.inner.store;
-        let attempt = Attempt { key, first_attempt };
         let running = AssertUnwindSafe(work(attempt)).catch_unwind();
-        let release = || async {
-            let _ = store_call(config, "release", id, store.release(id, token)).await;
-        };
-        let value = match turn::with_lease(config, id, token, || false, running).await {
+        let value = match turn::with_lease(config, &id, token, || false, running).await {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {
-                release().await;
+                self.release(&id, token).await;
                 return (Err(WorkError::Failed(error)), Outcome::Released);
             }
             Err(panic) => {
                 tracing::error!(work = self.name, "work panicked: key released, a retry will run again");
-                release().await;
+                self.release(&id, token).await;
                 std::panic::resume_unwind(panic);
             }
         };
-        let body = match serde_json::to_vec(&value) {
-            Ok(body) => body,
+        let record = match self.record_of(&value) {
+            Ok(record) => record,
             Err(error) => {
-                release().await;
+                self.release(&id, token).await;
                 return (Err(WorkError::Json(error)), Outcome::Released);
             }
         };
-        let record = Arc::new(Record {
+        match store_call(config, "complete", &id, store.complete(&id, token, record, self.ttl)).await {
+            Ok(true) => (Ok(value), Outcome::Executed),
+            Ok(false) => {
+                self.fenced(&id);
+                (Ok(value), Outcome::Executed)
+            }
+            // The work ran; only its record is missing, so a later run executes again.
+            Err(_) => {
+                self.release(&id, token).await;
+                (Ok(value), Outcome::StoreError)
+            }
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn execute_in_transaction<T, E, F>(&self, claimed: Claimed, work: F) -> (Result<T, WorkError<E>>, Outcome)
+    where
+        T: Serialize,
+        F: AsyncFnOnce(Attempt, &crate::store::PostgresTransaction) -> Result<T, E>,
+    {
+        use crate::transaction::NoTransaction;
+
+        let Claimed { id, token, attempt } = claimed;
+        let config = &self.config;
+        let Some(transactions) = config.inner.store.transactions() else {
+            self.release(&id, token).await;
+            return refused(IdempotencyError::TransactionUnavailable {
+                reason: NoTransaction::UnsupportedStore,
+            });
+        };
+        let Ok(transaction) = store_call(config, "begin", &id, transactions.begin()).await else {
+            self.release(&id, token).await;
+            return refused(config.store_unavailable());
+        };
+        let running = AssertUnwindSafe(work(attempt, &transaction)).catch_unwind();
+        let ran = turn::with_lease(config, &id, token, || false, running).await;
+        let value = match ran {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => {
+                let _ = store_call(config, "rollback", &id, transaction.rollback()).await;
+                self.release(&id, token).await;
+                return (Err(WorkError::Failed(error)), Outcome::Released);
+            }
+            Err(panic) => {
+                tracing::error!(work = self.name, "work panicked: transaction rolled back, key released");
+                // Dropped open, it closes its connection (which rolls it back) before the key is
+                // free.
+                drop(transaction);
+                self.release(&id, token).await;
+                std::panic::resume_unwind(panic);
+            }
+        };
+        let record = match self.record_of(&value) {
+            Ok(record) => record,
+            Err(error) => {
+                let _ = store_call(config, "rollback", &id, transaction.rollback()).await;
+                self.release(&id, token).await;
+                return (Err(WorkError::Json(error)), Outcome::Released);
+            }
+        };
+        let completion = transactions.complete_in(transaction, &id, token, record, self.ttl);
+        match store_call(config, "complete", &id, completion).await {
+            Ok(true) => (Ok(value), Outcome::Executed),
+            Ok(false) => {
+                self.fenced(&id);
+                refused(config.in_flight())
+            }
+            Err(_) => {
+                self.release(&id, token).await;
+                refused(config.store_unavailable())
+            }
+        }
+    }
+
+    fn record_of<T: Serialize>(&self, value: &T) -> Result<Arc<Record>, serde_json::Error> {
+        Ok(Arc::new(Record {
             fingerprint: self.fingerprint(),
             completion: Completion::Response(StoredResponse {
                 status: StatusCode::OK,
@@ -334,24 +463,54 @@ impl Work {
                     HeaderName::from_static("content-type"),
                     HeaderValue::from_static("application/json"),
                 )],
-                body: body.into(),
+                body: serde_json::to_vec(value)?.into(),
             }),
-        });
-        match store_call(config, "complete", id, store.complete(id, token, record, self.ttl)).await {
-            Ok(true) => (Ok(value), Outcome::Executed),
-            Ok(false) => {
-                config.inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);
-                observe::fenced_completion(self.name);
-                tracing::warn!(key = ?id, "lease lapsed and another execution took the key over: this value was not stored");
-                (Ok(value), Outcome::Executed)
-            }
-            // The work ran; only its record is missing, so a later run executes again.
-            Err(_) => {
-                release().await;
-                (Ok(value), Outcome::StoreError)
-            }
-        }
+        }))
     }
+
+    async fn release(&self, id: &RecordKey, token: FencingToken) {
+        let store = &self.config.inner.store;
+        // A failure is counted and logged; the claim then lapses with its lease.
+        let _ = store_call(&self.config, "release", id, store.release(id, token)).await;
+    }
+
+    fn fenced(&self, id: &RecordKey) {
+        self.config
+            .inner
+            .counters
+            .fenced_completions
+            .fetch_add(1, Ordering::Relaxed);
+        observe::fenced_completion(self.name);
+        tracing::warn!(key = ?id, "lease lapsed and another execution took the key over: this value was not stored");
+    }
+}
+
+/// How a run starts.
+enum Start<T, E> {
+    /// Answered without running: a stored value, or a refusal.
+    Done(Result<T, WorkError<E>>, Outcome),
+    /// This run holds the key.
+    Claimed(Claimed),
+    /// The store is down and the configuration fails open.
+    Unprotected(Attempt),
+}
+
+impl<T, E> Start<T, E> {
+    fn refused(error: IdempotencyError) -> Self {
+        let (result, outcome) = refused(error);
+        Self::Done(result, outcome)
+    }
+}
+
+struct Claimed {
+    id: RecordKey,
+    token: FencingToken,
+    attempt: Attempt,
+}
+
+fn refused<T, E>(error: IdempotencyError) -> (Result<T, WorkError<E>>, Outcome) {
+    let outcome = Outcome::of_error(&error);
+    (Err(WorkError::Refused(error)), outcome)
 }
 
 /// The value a completed run stored, for a run with `fingerprint`.

@@ -18,6 +18,7 @@ use crate::config::Idempotency;
 use crate::key::IdempotencyKey;
 use crate::route::{FingerprintMode, Route};
 use crate::store::{FencingToken, RecordKey, Store};
+use crate::transaction;
 
 /// What the middleware learns from one request it passed to the rest of the service chain:
 /// whether an annotated handler took it over, and that handler's fingerprint mode.
@@ -75,8 +76,9 @@ impl Handoff {
     /// Marks the request as taken over by `route` and hands back the middleware's claim.
     pub(super) fn take_over(self, req: &HttpRequest, route: &Route) -> Option<HeldClaim> {
         self.upstream.taken_over.set(Some(route.options().fingerprint));
-        // The middleware's view of the key; the handler's engine exposes its own.
+        // The middleware's view of the key and its transaction; the handler's engine offers its own.
         req.extensions_mut().remove::<IdempotencyKey>();
+        transaction::withdraw(req);
         tracing::debug!(
             handler = route.options().handler,
             "an #[idempotent] handler took over a request from IdempotentMiddleware: its attribute governs it"

@@ -22,6 +22,7 @@ use crate::observe::{self, Outcome};
 use crate::record::{Completion, Record};
 use crate::replay::{self, Captured};
 use crate::store::FencingToken;
+use crate::transaction::{self, Refused, Returned, Slot};
 
 /// Leads the request's in-process flight, in a task of its own: a client that disconnects
 /// (RST) cannot cancel a started execution. The request moves into the task: a middleware's
@@ -130,6 +131,7 @@ impl Leader {
         self.guard.running();
         let route = self.caller.route();
         self.keyed.expose(&req, route, first_attempt);
+        let transaction = Slot::offer(&self.config, route.options().handler, &self.keyed.id, &req);
         // The app's hook needs the request, which moves into the handler (a middleware's inner
         // service routes it, which it may only do as its sole owner) and goes down with it if it
         // panics: with a hook, the answer to a panic is rendered now.
@@ -159,6 +161,9 @@ impl Leader {
                 handler = route.options().handler,
                 "handler panicked: key released, a retry will run again"
             );
+            // Rolled back before the key is free: the transaction the unwinding handler gave
+            // back closes its connection.
+            drop(transaction);
             self.release(token).await;
             self.guard.publish(Shared::Failed(IdempotencyError::HandlerFailed));
             let error = IdempotencyError::HandlerFailed;
@@ -175,6 +180,10 @@ impl Leader {
             }
             Handled::Refused(response) => (response, false),
         };
+        let transaction = match transaction::returned(transaction, storable, token).await {
+            Ok(transaction) => transaction,
+            Err(refused) => return self.transaction_refused(refused),
+        };
         let inner = &self.config.inner;
         match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
             Captured::Complete { head, body } => {
@@ -185,7 +194,10 @@ impl Leader {
                         fingerprint: self.keyed.fingerprint,
                         completion: Completion::Response(stored),
                     };
-                    self.complete(token, Arc::new(record)).await
+                    match self.complete(token, Arc::new(record), transaction).await {
+                        Ok(completed) => completed,
+                        Err(refused) => return self.transaction_refused(refused),
+                    }
                 } else {
                     self.release(token).await;
                     (Shared::Response(Arc::new(stored)), Outcome::Released)
@@ -207,7 +219,10 @@ impl Leader {
                         fingerprint: self.keyed.fingerprint,
                         completion: Completion::Tombstone,
                     };
-                    self.complete(token, Arc::new(tombstone)).await
+                    match self.complete(token, Arc::new(tombstone), transaction).await {
+                        Ok(completed) => completed,
+                        Err(refused) => return self.transaction_refused(refused),
+                    }
                 } else {
                     self.release(token).await;
                     (Shared::Busy, Outcome::Released)
@@ -218,13 +233,23 @@ impl Leader {
         }
     }
 
-    /// Stores the record; what followers get, and the outcome ([`Outcome::StoreError`] when
-    /// the write failed and the key was released).
-    async fn complete(&self, token: FencingToken, record: Arc<Record>) -> (Shared, Outcome) {
+    /// Stores the record, in the handler's transaction when it gave one back; what followers
+    /// get, and the outcome ([`Outcome::StoreError`] when the write failed and the key was
+    /// released). `Err`: the handler's transaction did not commit.
+    async fn complete(
+        &self,
+        token: FencingToken,
+        record: Arc<Record>,
+        transaction: Option<Returned>,
+    ) -> Result<(Shared, Outcome), Refused> {
         let inner = &self.config.inner;
         let ttl = self.caller.route().options().ttl;
+        if let Some(transaction) = transaction {
+            transaction.complete(token, Arc::clone(&record), ttl).await?;
+            return Ok((Shared::Record(record), Outcome::Executed));
+        }
         let key = &self.keyed.id;
-        match store_call(
+        let completed = match store_call(
             &self.config,
             "complete",
             key,
@@ -250,7 +275,15 @@ impl Leader {
                 };
                 (shared, Outcome::StoreError)
             }
-        }
+        };
+        Ok(completed)
+    }
+
+    /// The answer when the handler's transaction did not commit: the same refusal for its
+    /// client and for every duplicate.
+    fn transaction_refused(self, refused: Refused) -> Answer {
+        self.guard.publish(refused.shared);
+        Answer::new(refused.response, refused.outcome)
     }
 
     async fn release(&self, token: FencingToken) {

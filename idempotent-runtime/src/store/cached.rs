@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::records::RecordCache;
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
+#[cfg(feature = "postgres")]
+use super::{PostgresTransaction, TransactionalStore};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -209,5 +211,48 @@ impl<S: ExpiringStore> Store for CachedStore<S> {
     async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
         let local = self.records.remove(key);
         Ok(self.inner.forget(key).await? || local)
+    }
+
+    #[cfg(feature = "postgres")]
+    fn transactions(&self) -> Option<&dyn TransactionalStore> {
+        self.inner.transactions()?;
+        Some(self)
+    }
+}
+
+/// The remote store's transactions; a record completed in one is kept locally once committed.
+#[cfg(feature = "postgres")]
+#[async_trait::async_trait]
+impl<S: ExpiringStore> TransactionalStore for CachedStore<S> {
+    async fn begin(&self) -> Result<PostgresTransaction, StoreError> {
+        self.remote_transactions()?.begin().await
+    }
+
+    async fn complete_in(
+        &self,
+        transaction: PostgresTransaction,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let asked = Instant::now();
+        let stored = self
+            .remote_transactions()?
+            .complete_in(transaction, key, token, Arc::clone(&record), ttl)
+            .await?;
+        if stored {
+            self.keep(key, &record, asked, Some(ttl));
+        }
+        Ok(stored)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl<S: ExpiringStore> CachedStore<S> {
+    fn remote_transactions(&self) -> Result<&dyn TransactionalStore, StoreError> {
+        self.inner
+            .transactions()
+            .ok_or_else(|| StoreError::Unavailable("the store behind this cache cannot open transactions".into()))
     }
 }

@@ -46,6 +46,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     records_are_isolated_by_scope_and_key(&*store).await;
     waiting_returns_once_the_key_completes(Arc::clone(&store)).await;
     a_forgotten_key_is_new(&*store).await;
+    #[cfg(feature = "postgres")]
+    a_completion_in_a_transaction_is_fenced_like_any_other(&*store).await;
 }
 
 /// A namespace no test has used before.
@@ -423,4 +425,48 @@ pub async fn a_forgotten_key_is_new(store: &dyn Store) {
         matches!(claim, Claim::Acquired(_)),
         "a forgotten release must not make the next claim Reacquired, got {claim:?}"
     );
+}
+
+/// For a store with transactions ([`Store::transactions`]; nothing to check otherwise): a
+/// record completed in a transaction is stored once it commits, a stale token completes
+/// nothing, and a transaction dropped open or rolled back leaves the claim as it was.
+#[cfg(feature = "postgres")]
+pub async fn a_completion_in_a_transaction_is_fenced_like_any_other(store: &dyn Store) {
+    let Some(transactions) = store.transactions() else {
+        return;
+    };
+    let begin = || async { transactions.begin().await.expect("begin") };
+
+    let key = fresh_key("transaction");
+    let token = acquire(store, &key, 3, LEASE).await;
+    let record = response_record(3);
+    let completed = transactions
+        .complete_in(begin().await, &key, token, Arc::clone(&record), TTL)
+        .await
+        .expect("complete in a transaction");
+    assert!(completed, "the holder's token completes in a transaction");
+    match lookup(store, &key).await {
+        Lookup::Completed(stored) => assert_eq!(*stored, *record, "the committed record is returned as stored"),
+        other => panic!("a record completed in a transaction must be completed, got {other:?}"),
+    }
+
+    let key = fresh_key("transaction-stale");
+    let stale = acquire(store, &key, 8, LEASE).await;
+    assert!(store.release(&key, stale).await.expect("release"));
+    let current = acquire(store, &key, 9, LEASE).await;
+    let completed = transactions
+        .complete_in(begin().await, &key, stale, response_record(8), TTL)
+        .await
+        .expect("complete in a transaction");
+    assert!(!completed, "a stale token must not complete in a transaction");
+    drop(begin().await);
+    begin().await.rollback().await.expect("rollback");
+    match lookup(store, &key).await {
+        Lookup::InFlight { fingerprint: f } => assert_eq!(f, fingerprint(9), "the current holder keeps the key"),
+        other => panic!("the key must still be held by the new claim, got {other:?}"),
+    }
+    assert!(transactions
+        .complete_in(begin().await, &key, current, response_record(9), TTL)
+        .await
+        .expect("complete in a transaction"));
 }

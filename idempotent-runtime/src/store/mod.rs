@@ -18,6 +18,10 @@
 //! - **Waiting**: [`Store::wait_for_change`] returns when the key may have changed, or after its
 //!   timeout at the latest; callers re-read with [`Store::lookup`].
 //!
+//! A store may also complete records inside a database transaction of the application's
+//! (`TransactionalStore`, feature `postgres`), so the application's writes and the record
+//! commit together.
+//!
 //! [`conformance`] checks all of this; every backend runs it against a real server.
 
 mod cached;
@@ -37,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "postgres")]
-pub use self::postgres::{PostgresStore, PostgresStoreBuilder, MIGRATION};
+pub use self::postgres::{PostgresStore, PostgresStoreBuilder, PostgresTransaction, MIGRATION};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
 pub use cached::{CachedStore, ExpiringStore};
@@ -240,4 +244,68 @@ pub trait Store: Send + Sync + 'static {
         let _ = key;
         None
     }
+
+    /// The store's transactional completion, if it has one: [`PostgresStore`] does, and so
+    /// does a [`CachedStore`] in front of it; `None` (the default) for every other store. A
+    /// wrapper around another store forwards it.
+    #[cfg(feature = "postgres")]
+    fn transactions(&self) -> Option<&dyn TransactionalStore> {
+        None
+    }
+}
+
+/// A store whose completions can join a database transaction of the application's: the
+/// application's writes and the completed record commit together, or neither does (feature
+/// `postgres`). [`Store::transactions`] gives it.
+///
+/// With it, a crash after the commit never runs the request again (the retry replays the
+/// record), and a crash before leaves neither the writes nor the record (the retry runs once,
+/// from scratch). It covers the statements run in the transaction only, on the database that
+/// holds the records.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use idempotent_runtime::store::{RecordKey, Store, TransactionalStore};
+/// use idempotent_runtime::{Claim, Completion, Fingerprint, PostgresStore, Record, StoreError};
+///
+/// # async fn run(store: PostgresStore, fingerprint: Fingerprint, response: idempotent_runtime::StoredResponse) -> Result<(), StoreError> {
+/// let key = RecordKey::new("jobs:", None, "import-2024-05", None);
+/// if let Claim::Acquired(token) = store.claim(&key, fingerprint, Duration::from_secs(30)).await? {
+///     let transaction = store.begin().await?;
+///     transaction.execute("INSERT INTO imports (name) VALUES ($1)", &[&"2024-05"]).await.map_err(StoreError::unavailable)?;
+///     let record = Arc::new(Record { fingerprint, completion: Completion::Response(response) });
+///     let stored = store.complete_in(transaction, &key, token, record, Duration::from_secs(86_400)).await?;
+///     // `false`: the lease lapsed and another execution took the key over; the insert was rolled back.
+///     assert!(stored);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "postgres")]
+#[async_trait::async_trait]
+pub trait TransactionalStore: Send + Sync {
+    /// Opens a transaction on one of the store's connections, for the application's statements.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when no connection can be had or `BEGIN` fails.
+    async fn begin(&self) -> Result<PostgresTransaction, StoreError>;
+
+    /// Completes the claim `token` holds with `record` (kept for `ttl`) inside `transaction`,
+    /// and commits. `Ok(false)` when `token` no longer holds the claim: the transaction was
+    /// rolled back, the application's writes with it, and nothing was written.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when a statement fails; after a failed `COMMIT` whether the
+    /// transaction committed is unknown (see [`PostgresStore::complete_in`]).
+    async fn complete_in(
+        &self,
+        transaction: PostgresTransaction,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 }

@@ -52,7 +52,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
 use super::cached::ExpiringStore;
 use super::postgres_tls::{self, TlsOptions};
 use super::remote::{fingerprint_from, reconnect_delay, topic_of, unexpected, Background, RemoteState, Waiters};
-use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
+use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError, TransactionalStore};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -530,14 +530,7 @@ impl PostgresStore {
     async fn query(&self, sql: &Sql, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         self.ensure_sweeper();
         let client = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
-        if self.inner.unnamed_statements {
-            return client
-                .query_typed(sql.text, &typed(sql, params))
-                .await
-                .map_err(StoreError::unavailable);
-        }
-        let statement = client.prepare_cached(sql.text).await.map_err(StoreError::unavailable)?;
-        client.query(&statement, params).await.map_err(StoreError::unavailable)
+        query(&client, self.inner.unnamed_statements, sql, params).await
     }
 
     async fn execute(&self, sql: &Sql, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
@@ -561,9 +554,184 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Opens a transaction on one of the store's pooled connections (`BEGIN`), for the
+    /// application's own statements; [`PostgresStore::complete_in`] then completes a record in
+    /// it and commits. The `Transaction` extractor of `#[idempotent]` handlers does this for
+    /// you.
+    ///
+    /// The connection stays out of the pool until the transaction is committed or rolled back;
+    /// dropped before that, it is closed (the server rolls the transaction back), never pooled
+    /// with the transaction open.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when no connection can be had within the connect timeout,
+    /// or `BEGIN` fails.
+    pub async fn begin(&self) -> Result<PostgresTransaction, StoreError> {
+        let connection = self.inner.pool.get().await.map_err(StoreError::unavailable)?;
+        let transaction = PostgresTransaction {
+            connection: Some(connection),
+            unnamed_statements: self.inner.unnamed_statements,
+        };
+        // Simple protocol: no prepared statement, so it also runs through a transaction pooler.
+        transaction
+            .batch_execute("BEGIN")
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(transaction)
+    }
+
+    /// Completes the claim `token` holds with `record`, kept for `ttl`, inside `transaction`,
+    /// and commits: the application's writes in it and the completed record become visible
+    /// together, or neither does. The same fenced `UPDATE` as [`Store::complete`]: when `token`
+    /// no longer holds the claim (its lease lapsed and another execution took the key over),
+    /// the transaction is rolled back, application's writes included, and the answer is
+    /// `Ok(false)`.
+    ///
+    /// Waiters on other replicas are notified at the commit, as after [`Store::complete`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when a statement fails. If it is the `COMMIT` that failed,
+    /// or the call was cancelled during it, whether it committed is unknown: the record then
+    /// says (completed, or still the claim of `token`, which [`Store::release`] frees). An
+    /// error before the `COMMIT` leaves nothing written. Either way the connection is closed,
+    /// not pooled.
+    pub async fn complete_in(
+        &self,
+        transaction: PostgresTransaction,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let (id, encoded) = (self.record_id(key), record.encode());
+        let params: [&(dyn ToSql + Sync); 5] = [&id, &token_param(token)?, &&encoded[..], &ttl.as_secs_f64(), &CHANNEL];
+        let connection = transaction.connection();
+        let completed = !query(connection, transaction.unnamed_statements, &COMPLETE, &params)
+            .await?
+            .is_empty();
+        if !completed {
+            // Nothing of it may stay; a failed rollback closes the connection, which rolls back too.
+            let _ = transaction.finish("ROLLBACK").await;
+            return Ok(false);
+        }
+        transaction.finish("COMMIT").await?;
+        Ok(true)
+    }
+}
+
+/// A transaction open on one pooled connection of a [`PostgresStore`] ([`PostgresStore::begin`]),
+/// for the application's own statements: it dereferences to the connection's
+/// [`tokio_postgres::Client`]. [`PostgresStore::complete_in`] completes an idempotency record
+/// in it and commits; [`PostgresTransaction::rollback`] undoes it.
+///
+/// Do not run `COMMIT`, `ROLLBACK` or `BEGIN` through it yourself: the record would then not
+/// commit together with your writes. `SAVEPOINT`s are fine.
+///
+/// # Dropped while open
+///
+/// A transaction dropped before it was committed or rolled back (a panic, a cancelled future)
+/// closes its connection instead of returning it to the pool, so the server rolls it back and
+/// no later request ever runs inside it.
+pub struct PostgresTransaction {
+    /// `None` only once committed or rolled back.
+    connection: Option<deadpool_postgres::Object>,
+    unnamed_statements: bool,
+}
+
+impl PostgresTransaction {
+    /// Rolls back every statement run in the transaction and returns the connection to the
+    /// pool.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when `ROLLBACK` fails; the connection is then closed, which
+    /// rolls the transaction back as well.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.finish("ROLLBACK").await
+    }
+
+    fn connection(&self) -> &deadpool_postgres::Object {
+        self.connection
+            .as_ref()
+            .expect("a transaction keeps its connection until it is committed or rolled back")
+    }
+
+    /// Ends the transaction with `statement` and pools the connection again. Until `statement`
+    /// succeeded the connection stays in `self`, so an error or a cancellation drops it closed.
+    async fn finish(mut self, statement: &str) -> Result<(), StoreError> {
+        self.connection()
+            .batch_execute(statement)
+            .await
+            .map_err(StoreError::unavailable)?;
+        drop(self.connection.take());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for PostgresTransaction {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        self.connection()
+    }
+}
+
+impl Drop for PostgresTransaction {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            // Detached from the pool and dropped, the connection closes and the server rolls
+            // the open transaction back; pooled, the next request would run inside it.
+            drop(deadpool_postgres::Object::take(connection));
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresTransaction").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TransactionalStore for PostgresStore {
+    async fn begin(&self) -> Result<PostgresTransaction, StoreError> {
+        PostgresStore::begin(self).await
+    }
+
+    async fn complete_in(
+        &self,
+        transaction: PostgresTransaction,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        PostgresStore::complete_in(self, transaction, key, token, record, ttl).await
+    }
+}
+
 /// `params` paired with the statement's parameter types, for an unnamed statement.
 fn typed<'a>(sql: &Sql, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(sql.types.iter().cloned()).collect()
+}
+
+async fn query(
+    client: &deadpool_postgres::Client,
+    unnamed: bool,
+    sql: &Sql,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    if unnamed {
+        return client
+            .query_typed(sql.text, &typed(sql, params))
+            .await
+            .map_err(StoreError::unavailable);
+    }
+    let statement = client.prepare_cached(sql.text).await.map_err(StoreError::unavailable)?;
+    client.query(&statement, params).await.map_err(StoreError::unavailable)
 }
 
 async fn execute(
@@ -773,5 +941,9 @@ impl Store for PostgresStore {
         self.ensure_listener();
         self.inner.waiters.wait(&topic_of(key), timeout).await;
         Ok(())
+    }
+
+    fn transactions(&self) -> Option<&dyn TransactionalStore> {
+        Some(self)
     }
 }
