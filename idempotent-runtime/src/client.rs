@@ -220,7 +220,8 @@ impl RetryPolicy {
 /// here, then with the replay).
 ///
 /// ```no_run
-/// use idempotent_runtime::client::reqwest_middleware::{reqwest, ClientBuilder};
+/// use idempotent_runtime::client::reqwest_middleware::reqwest::{self, header::HeaderName};
+/// use idempotent_runtime::client::reqwest_middleware::ClientBuilder;
 /// use idempotent_runtime::client::{IdempotentRetry, RetryPolicy};
 ///
 /// // A server whose routes read the key from `X-Idempotency-Key` and mark replays with
@@ -228,8 +229,8 @@ impl RetryPolicy {
 /// let client = ClientBuilder::new(reqwest::Client::new())
 ///     .with(
 ///         IdempotentRetry::new(RetryPolicy::default())
-///             .key_header("X-Idempotency-Key")
-///             .replay_header("X-Idempotency-Replayed"),
+///             .key_header(HeaderName::from_static("x-idempotency-key"))
+///             .replay_header(HeaderName::from_static("x-idempotency-replayed")),
 ///     )
 ///     .build();
 /// ```
@@ -262,22 +263,18 @@ impl IdempotentRetry {
     /// The header that carries the key (default `Idempotency-Key`); match the server route's
     /// `header = "..."`. A caller-supplied key is read from this header too.
     ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid header name.
-    pub fn key_header(mut self, name: &str) -> Self {
-        self.key_header = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+    /// A name is checked where it is made: `HeaderName::from_static("x-idempotency-key")` (in
+    /// lowercase) for a constant, `HeaderName::try_from(name)` (any case, with an error to
+    /// handle) for a name read from configuration.
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        self.key_header = name;
         self
     }
 
     /// The header whose value `true` marks a replayed response (default `Idempotency-Replayed`);
     /// match the server's `IdempotencyBuilder::replay_header`.
-    ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid header name.
-    pub fn replay_header(mut self, name: &str) -> Self {
-        self.replay_header = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+    pub fn replay_header(mut self, name: HeaderName) -> Self {
+        self.replay_header = name;
         self
     }
 

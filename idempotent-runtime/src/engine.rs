@@ -329,7 +329,9 @@ async fn prepare(
 ) -> Result<Prepared, IdempotencyError> {
     let options = route.options();
     let header_key = key::from_headers(req.headers(), route.header()).map_err(IdempotencyError::KeyInvalid)?;
-    let missing = || IdempotencyError::KeyMissing { header: options.header };
+    let missing = || IdempotencyError::KeyMissing {
+        header: options.header.clone(),
+    };
     let (key, tenant, body, from_body) = match (header_key, options.key_from) {
         (Some(key), _) => {
             let tenant = tenant(route, config, req, upstream.is_some())?;

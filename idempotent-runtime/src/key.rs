@@ -16,6 +16,7 @@ pub const MAX_KEY_LEN: usize = 255;
 
 /// Why a key header was refused (400 `idempotency_key_invalid`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The header appeared more than once.
     #[error("the key header was sent more than once")]
@@ -103,7 +104,7 @@ impl FromRequest for IdempotencyKey {
     fn from_request(req: &HttpRequest, _: &mut dev::Payload) -> Self::Future {
         let key = req.extensions().get::<Self>().cloned();
         ready(key.ok_or(IdempotencyError::KeyMissing {
-            header: "Idempotency-Key",
+            header: HeaderName::from_static("idempotency-key"),
         }))
     }
 }

@@ -18,9 +18,11 @@
 //! - **Waiting**: [`Store::wait_for_change`] returns when the key may have changed, or after its
 //!   timeout at the latest; callers re-read with [`Store::lookup`].
 //!
-//! [`conformance`] checks all of this; every backend runs it against a real server.
+//! The conformance suite (module `conformance`, cargo feature `conformance`) checks all of this;
+//! every backend of this crate runs it against a real server, and a store of your own can too.
 
 mod cached;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
