@@ -209,7 +209,7 @@
 //! | `redis-tls` | no | `rediss://` URLs for [`RedisStore`], through rustls; a private CA with `RedisStoreBuilder::tls_ca_file` |
 //! | `postgres` | no | [`PostgresStore`]: several replicas sharing PostgreSQL, with a shipped migration |
 //! | `postgres-tls` | no | TLS for [`PostgresStore`] through rustls: `sslmode` (up to `verify-full`) and `sslrootcert` in the URL |
-//! | `client` | no | [`client`]: a reqwest-middleware middleware that retries writes with one key per operation |
+//! | `client` | no | [`client`] (the `idempotent-client` crate): a reqwest-middleware middleware that retries writes with one key per operation |
 //! | `conformance` | no | [`store::conformance`]: the `Store` contract as executable checks, for the tests of a store of your own |
 //!
 //! The memory store, the attribute, the middleware and observability need no feature.
@@ -240,7 +240,7 @@ pub use idempotent_runtime::{RedisStore, RedisStoreBuilder};
 pub use idempotent_runtime::{key, middleware, observe, profile, store, testing};
 
 #[cfg(feature = "client")]
-pub use idempotent_runtime::client;
+pub use idempotent_client as client;
 
 #[doc(hidden)]
 pub use idempotent_runtime::__private;

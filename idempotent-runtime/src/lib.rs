@@ -11,15 +11,12 @@
 //! | [`fingerprint`] | SHA-256 of method, path, query and body |
 //! | [`store`] | the [`Store`] trait, its contract and the backends |
 //! | [`error`] | every answer the engine gives instead of the handler |
-//! | `client` | the reqwest helper that retries writes with one key (feature `client`) |
 //! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
 //! | [`testing`] | an isolated configuration per test, and calling a handler without an app |
 //! | [`profile`] | presets that answer in a known API's wire format (Stripe's) |
 #![warn(missing_docs)]
 
-#[cfg(feature = "client")]
-pub mod client;
 pub mod config;
 mod engine;
 pub mod error;

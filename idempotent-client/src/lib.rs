@@ -1,5 +1,6 @@
 //! A reqwest client that retries writes safely: one idempotency key per logical operation, kept
-//! across every retry (feature `client`).
+//! across every retry. Made for [`idempotent-actix`](https://docs.rs/idempotent-actix) servers,
+//! whose applications also reach it as `idempotent_actix::client` (feature `client`).
 //!
 //! [`IdempotentRetry`] is a [`reqwest_middleware::Middleware`]. For every request whose method is
 //! not `GET`, `HEAD`, `OPTIONS` or `TRACE` it:
@@ -27,8 +28,8 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! use idempotent_runtime::client::reqwest_middleware::{reqwest, ClientBuilder};
-//! use idempotent_runtime::client::{IdempotentRetry, ResponseExt, RetryPolicy};
+//! use idempotent_client::reqwest_middleware::{reqwest, ClientBuilder};
+//! use idempotent_client::{IdempotentRetry, ResponseExt, RetryPolicy};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // reqwest's own timeout bounds each attempt; a timed-out attempt is retried.
@@ -97,6 +98,7 @@
 //!
 //! Each retry, and each decision to stop early, is a `tracing` debug event with the attempt
 //! number, the status or transport error, and the delay. Keys and bodies are never logged.
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -108,7 +110,7 @@ use reqwest_middleware::{Middleware, Next};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-/// The reqwest-middleware crate this module is built on, and through it
+/// The reqwest-middleware crate this crate is built on, and through it
 /// `reqwest_middleware::reqwest`: the versions [`IdempotentRetry`] works with.
 #[doc(no_inline)]
 pub use reqwest_middleware;
@@ -129,7 +131,7 @@ pub use reqwest_middleware;
 /// ```
 /// use std::time::Duration;
 ///
-/// use idempotent_runtime::client::RetryPolicy;
+/// use idempotent_client::RetryPolicy;
 ///
 /// // The defaults: 5 attempts, 30 s in all, backoff windows of 100 ms, 200 ms, 400 ms, ... up to 5 s.
 /// let patient = RetryPolicy::default();
@@ -198,8 +200,8 @@ impl RetryPolicy {
 
 /// The middleware: one idempotency key per `send`, retried under a [`RetryPolicy`].
 ///
-/// Add it to a [`reqwest_middleware::ClientBuilder`] with `.with(...)`; the module
-/// documentation describes what it retries and why.
+/// Add it to a [`reqwest_middleware::ClientBuilder`] with `.with(...)`; the [crate
+/// documentation](crate) describes what it retries and why.
 ///
 /// # Errors
 ///
@@ -220,9 +222,9 @@ impl RetryPolicy {
 /// here, then with the replay).
 ///
 /// ```no_run
-/// use idempotent_runtime::client::reqwest_middleware::reqwest::{self, header::HeaderName};
-/// use idempotent_runtime::client::reqwest_middleware::ClientBuilder;
-/// use idempotent_runtime::client::{IdempotentRetry, RetryPolicy};
+/// use idempotent_client::reqwest_middleware::reqwest::{self, header::HeaderName};
+/// use idempotent_client::reqwest_middleware::ClientBuilder;
+/// use idempotent_client::{IdempotentRetry, RetryPolicy};
 ///
 /// // A server whose routes read the key from `X-Idempotency-Key` and mark replays with
 /// // `X-Idempotency-Replayed`.
@@ -443,8 +445,8 @@ mod sealed {
 /// Reads the [`RetryOutcome`] of a `reqwest::Response`.
 ///
 /// ```no_run
-/// use idempotent_runtime::client::reqwest_middleware::ClientWithMiddleware;
-/// use idempotent_runtime::client::ResponseExt;
+/// use idempotent_client::reqwest_middleware::ClientWithMiddleware;
+/// use idempotent_client::ResponseExt;
 ///
 /// # async fn pay(client: &ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
 /// let response = client.post("https://shop.example/payments").body("{}").send().await?;
