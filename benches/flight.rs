@@ -17,9 +17,11 @@ use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpResponse};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::future::join_all;
-use idempotent_actix::{engine, Idempotency, MemoryStore, Route, RouteOptions};
+// The engine driven as generated code drives it, through the hidden path it uses.
+use idempotent_actix::__private::{handle, Handled, Route, RouteOptions};
+use idempotent_actix::{Idempotency, MemoryStore};
 
-static ROUTE: Route = Route::new(RouteOptions::DEFAULT);
+static ROUTE: Route = Route::new(RouteOptions::new("handler"));
 static RESPONSE: [u8; 1024] = [b'x'; 1024];
 static REQUEST: &[u8] = br#"{"item":"widget","quantity":3}"#;
 
@@ -39,11 +41,11 @@ async fn request(config: &Idempotency, key: &str, arrived: Rc<Cell<usize>>, wait
         .set_payload(Bytes::from_static(REQUEST))
         .to_http_parts();
     let payload = web::Payload::from_request(&req, &mut payload).await.unwrap();
-    engine::handle(&ROUTE, req, payload, move |_, _| async move {
+    handle(&ROUTE, req, payload, move |_, _| async move {
         while arrived.get() < wait_for {
             tokio::task::yield_now().await;
         }
-        engine::Handled::Ran(HttpResponse::Created().body(Bytes::from_static(&RESPONSE)))
+        Handled::Ran(HttpResponse::Created().body(Bytes::from_static(&RESPONSE)))
     })
     .await
 }

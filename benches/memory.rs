@@ -52,11 +52,11 @@ fn key(n: u64) -> RecordKey {
 
 /// A 201 with a JSON body of `len` bytes in an allocation of exactly that size.
 fn record(len: usize, n: u64) -> Arc<Record> {
-    Arc::new(Record {
-        fingerprint: FINGERPRINT,
-        completion: Completion::Response(StoredResponse {
-            status: StatusCode::CREATED,
-            headers: vec![
+    Arc::new(Record::new(
+        FINGERPRINT,
+        Completion::Response(StoredResponse::new(
+            StatusCode::CREATED,
+            vec![
                 (
                     HeaderName::from_static("content-type"),
                     HeaderValue::from_static("application/json"),
@@ -66,9 +66,9 @@ fn record(len: usize, n: u64) -> Arc<Record> {
                     HeaderValue::from_str(&format!("/orders/{n}")).unwrap(),
                 ),
             ],
-            body: Bytes::from(vec![b'x'; len]),
-        }),
-    })
+            Bytes::from(vec![b'x'; len]),
+        )),
+    ))
 }
 
 /// Claims and completes `key` (the memory store finishes at once, so no runtime is needed).

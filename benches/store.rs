@@ -29,11 +29,11 @@ const REMOTE_TTL: Duration = Duration::from_secs(60);
 const FINGERPRINT: Fingerprint = Fingerprint([7; 32]);
 
 fn record(body_len: usize) -> Arc<Record> {
-    Arc::new(Record {
-        fingerprint: FINGERPRINT,
-        completion: Completion::Response(StoredResponse {
-            status: StatusCode::CREATED,
-            headers: vec![
+    Arc::new(Record::new(
+        FINGERPRINT,
+        Completion::Response(StoredResponse::new(
+            StatusCode::CREATED,
+            vec![
                 (
                     HeaderName::from_static("content-type"),
                     HeaderValue::from_static("application/json"),
@@ -43,9 +43,9 @@ fn record(body_len: usize) -> Arc<Record> {
                     HeaderValue::from_static("/orders/8f14e45f"),
                 ),
             ],
-            body: Bytes::from(vec![b'x'; body_len]),
-        }),
-    })
+            Bytes::from(vec![b'x'; body_len]),
+        )),
+    ))
 }
 
 /// A key shaped like a real one: a UUID-length key in global scope, under a namespace of this
@@ -209,7 +209,9 @@ fn stores(c: &mut Criterion) {
     #[cfg(feature = "redis")]
     {
         let url = url("IDEMPOTENT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/");
-        let store = rt.block_on(async { idempotent_actix::RedisStore::new(&url) }).unwrap();
+        let store = rt
+            .block_on(async { idempotent_actix::store::RedisStore::new(&url) })
+            .unwrap();
         remote(c, "redis", &rt, store);
     }
     #[cfg(feature = "postgres")]
@@ -219,7 +221,7 @@ fn stores(c: &mut Criterion) {
             "postgres://postgres@127.0.0.1:5432/postgres",
         );
         let store = rt
-            .block_on(async { idempotent_actix::PostgresStore::new(&url) })
+            .block_on(async { idempotent_actix::store::PostgresStore::new(&url) })
             .unwrap();
         match rt.block_on(store.migrate()) {
             Ok(()) => remote(c, "postgres", &rt, store),

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::{get, post, web, App, HttpRequest, HttpResponse, HttpServer};
 use idempotent_actix::{idempotent, Idempotency};
 use serde::{Deserialize, Serialize};
@@ -187,7 +188,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 async fn configure(args: &Args) -> Result<Idempotency, String> {
-    let mut builder = Idempotency::builder().tenant_from_header("X-Tenant-Id");
+    let mut builder = Idempotency::builder().tenant_from_header(HeaderName::from_static("x-tenant-id"));
     if let Some(lease) = args.lease {
         builder = builder.lease(lease);
     }
@@ -197,7 +198,7 @@ async fn configure(args: &Args) -> Result<Idempotency, String> {
     match args.store.as_str() {
         "memory" => Ok(builder.build()),
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            let redis = idempotent_actix::RedisStore::new(url).map_err(|e| format!("--store: {e}"))?;
+            let redis = idempotent_actix::store::RedisStore::new(url).map_err(|e| format!("--store: {e}"))?;
             redis
                 .ping()
                 .await
@@ -207,7 +208,7 @@ async fn configure(args: &Args) -> Result<Idempotency, String> {
                 .build())
         }
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let postgres = idempotent_actix::PostgresStore::new(url).map_err(|e| format!("--store: {e}"))?;
+            let postgres = idempotent_actix::store::PostgresStore::new(url).map_err(|e| format!("--store: {e}"))?;
             postgres
                 .migrate()
                 .await

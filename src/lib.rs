@@ -66,6 +66,7 @@
 //! with `App::app_data` to choose the store, resolve tenants and tune limits:
 //!
 //! ```
+//! use actix_web::http::header::HeaderName;
 //! use actix_web::{post, test, web, App, HttpResponse};
 //! use idempotent_actix::{idempotent, Idempotency};
 //!
@@ -77,7 +78,7 @@
 //!
 //! # #[actix_web::main]
 //! # async fn main() {
-//! let idempotency = Idempotency::builder().tenant_from_header("X-Tenant-Id").build();
+//! let idempotency = Idempotency::builder().tenant_from_header(HeaderName::from_static("x-tenant-id")).build();
 //! let app = test::init_service(App::new().app_data(idempotency).service(create_order)).await;
 //!
 //! // A tenant-scoped route never falls back to a global key space.
@@ -86,6 +87,24 @@
 //! assert_eq!(response.status(), 400);
 //! # }
 //! ```
+//!
+//! # Concurrent calls on the same key
+//!
+//! However many duplicates arrive at once, in one process or across replicas sharing a store,
+//! the handler runs once; duplicates get its response as a replay (`Idempotency-Replayed:
+//! true`), or wait, 409 or 202 as the route's `in_flight` says. A duplicate with a different
+//! fingerprint gets `idempotency_conflict`.
+//!
+//! # Cancellation
+//!
+//! Once a keyed request's handler has started, it runs to completion in a task of its own and
+//! its result is stored even if every client went away. Use [`Idempotency::drain`] on graceful
+//! shutdown.
+//!
+//! # Panics
+//!
+//! A panicking handler releases its key: its own client gets a 500 `idempotency_handler_failed`
+//! problem, every waiting duplicate gets the same, and a later retry runs again.
 //!
 //! # Errors
 //!
@@ -96,7 +115,8 @@
 //! # Stores
 //!
 //! [`MemoryStore`] (default); Redis and PostgreSQL behind the `redis` and `postgres` features.
-//! Every store implements [`Store`] and passes [`store::conformance`]. With PostgreSQL, a
+//! Every store implements [`Store`] and passes the conformance suite, [`store::conformance`]
+//! (feature `conformance`), which a store of your own can run in its tests. With PostgreSQL, a
 //! handler can also take a `Transaction` whose writes commit together with the record: see
 //! [`transaction`].
 //!
@@ -191,7 +211,8 @@
 //! | `redis-tls` | no | `rediss://` URLs for [`RedisStore`], through rustls; a private CA with `RedisStoreBuilder::tls_ca_file` |
 //! | `postgres` | no | [`PostgresStore`]: several replicas sharing PostgreSQL, with a shipped migration; `Transaction`: a handler's writes committed in the same transaction as its record ([`transaction`]) |
 //! | `postgres-tls` | no | TLS for [`PostgresStore`] through rustls: `sslmode` (up to `verify-full`) and `sslrootcert` in the URL |
-//! | `client` | no | `client`: a reqwest-middleware middleware that retries writes with one key per operation |
+//! | `client` | no | [`client`] (the `idempotent-client` crate): a reqwest-middleware middleware that retries writes with one key per operation |
+//! | `conformance` | no | [`store::conformance`]: the `Store` contract as executable checks, for the tests of a store of your own |
 //!
 //! The memory store, the attribute, the middleware and observability need no feature.
 //!
@@ -202,7 +223,31 @@
 #![warn(missing_docs)]
 
 pub use idempotent_macros::idempotent;
-pub use idempotent_runtime::*;
+
+// Configuration, and what a handler can ask for.
+pub use idempotent_runtime::{Idempotency, IdempotencyBuilder, IdempotencyKey, Stats};
+// The options of the attribute, as the middleware takes them.
+pub use idempotent_runtime::{CachePolicy, FingerprintMode, IdempotentMiddleware, InFlight, OnMismatch, Scope};
+// Answers given instead of the handler, and what is observed.
+pub use idempotent_runtime::{IdempotencyError, MissingTenant, Outcome};
+// Stores: the trait, what crosses it, and the backends.
+pub use idempotent_runtime::record::DecodeError;
+pub use idempotent_runtime::{CachedStore, ExpiringStore, MemoryStore, Store, StoreError};
+pub use idempotent_runtime::{Claim, Completion, FencingToken, Fingerprint, Lookup, Record, RecordKey, StoredResponse};
+#[cfg(feature = "postgres")]
+pub use idempotent_runtime::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "redis")]
+pub use idempotent_runtime::{RedisStore, RedisStoreBuilder};
+
+// A handler's database transaction, committed with its record.
+pub use idempotent_runtime::NoTransaction;
+#[cfg(feature = "postgres")]
+pub use idempotent_runtime::{tokio_postgres, PostgresTransaction, Transaction, TransactionalStore};
+
+pub use idempotent_runtime::{key, middleware, observe, profile, store, testing, transaction, work};
+
+#[cfg(feature = "client")]
+pub use idempotent_client as client;
 
 #[doc(hidden)]
 pub use idempotent_runtime::__private;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use idempotent_actix::client::reqwest_middleware::reqwest::header::HeaderName;
 use idempotent_actix::client::reqwest_middleware::reqwest::{self, StatusCode};
 use idempotent_actix::client::reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use idempotent_actix::client::{IdempotentRetry, ResponseExt, RetryPolicy};
@@ -102,7 +103,8 @@ async fn an_answer_lost_after_the_order_ran_is_retried_with_the_same_key_and_rep
 #[tokio::test]
 async fn a_503_is_retried_up_to_the_attempt_cap_and_then_returned() {
     let demo = Orders::start(&[]);
-    let client = client(IdempotentRetry::new(quick().max_attempts(3)).key_header("X-Idempotency-Key"));
+    let client =
+        client(IdempotentRetry::new(quick().max_attempts(3)).key_header(HeaderName::from_static("x-idempotency-key")));
 
     let response = client
         .post(demo.url("/payments"))
@@ -172,7 +174,7 @@ async fn an_in_flight_409_is_retried_until_the_result_comes_back_as_a_replay() {
     while stats(&demo).await["payments"] != 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let client = client(IdempotentRetry::new(quick()).key_header("X-Idempotency-Key"));
+    let client = client(IdempotentRetry::new(quick()).key_header(HeaderName::from_static("x-idempotency-key")));
 
     let response = client
         .post(demo.url("/payments"))
@@ -197,7 +199,7 @@ async fn an_in_flight_409_is_retried_until_the_result_comes_back_as_a_replay() {
 #[tokio::test]
 async fn a_409_conflict_is_returned_after_one_attempt() {
     let demo = Orders::start(&[]);
-    let client = client(IdempotentRetry::new(quick()).key_header("X-Idempotency-Key"));
+    let client = client(IdempotentRetry::new(quick()).key_header(HeaderName::from_static("x-idempotency-key")));
     let pay = |amount: i64| {
         client
             .post(demo.url("/payments"))
@@ -388,8 +390,8 @@ async fn a_callers_key_is_sent_verbatim_on_every_attempt() {
     );
     let server = script.serve();
     let retry = IdempotentRetry::new(quick())
-        .key_header("X-Idempotency-Key")
-        .replay_header("X-Idempotency-Replayed");
+        .key_header(HeaderName::from_static("x-idempotency-key"))
+        .replay_header(HeaderName::from_static("x-idempotency-replayed"));
 
     let response = client(retry)
         .post(server.url("/payments"))

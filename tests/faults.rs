@@ -608,7 +608,7 @@ impl Outage for Proxy {
 }
 
 fn redis_store(addr: &str) -> Arc<dyn Store> {
-    let store = idempotent_actix::RedisStore::builder(&services::redis_url(addr))
+    let store = idempotent_actix::store::RedisStore::builder(&services::redis_url(addr))
         .key_prefix(format!("{}:", unique("faults")))
         .build()
         .expect("a valid Redis URL");
@@ -616,7 +616,8 @@ fn redis_store(addr: &str) -> Arc<dyn Store> {
 }
 
 async fn postgres_store(addr: &str) -> Arc<dyn Store> {
-    let store = idempotent_actix::PostgresStore::new(&services::postgres_url(addr)).expect("a valid PostgreSQL URL");
+    let store =
+        idempotent_actix::store::PostgresStore::new(&services::postgres_url(addr)).expect("a valid PostgreSQL URL");
     store.migrate().await.expect("migration");
     Arc::new(store)
 }
@@ -665,7 +666,7 @@ async fn postgres_connections_cut_mid_load_lose_no_stored_response_and_run_no_st
     }
     postgres_store(services::POSTGRES_ADDR).await;
     let mut proxy = Proxy::start(services::POSTGRES_ADDR).await;
-    let store = idempotent_actix::PostgresStore::new(&services::postgres_url(&proxy.addr())).expect("URL");
+    let store = idempotent_actix::store::PostgresStore::new(&services::postgres_url(&proxy.addr())).expect("URL");
     keyed_load_through_an_outage(
         "postgres, connections cut",
         Arc::new(store),
@@ -764,7 +765,7 @@ async fn postgres_stalled_store_answers_503_within_a_second_and_runs_nothing_twi
     }
     postgres_store(services::POSTGRES_ADDR).await;
     let proxy = Proxy::start(services::POSTGRES_ADDR).await;
-    let store = idempotent_actix::PostgresStore::new(&services::postgres_url(&proxy.addr())).expect("URL");
+    let store = idempotent_actix::store::PostgresStore::new(&services::postgres_url(&proxy.addr())).expect("URL");
     a_stalled_store_answers_503_in_time_and_runs_nothing_twice(Arc::new(store), &proxy).await;
 }
 

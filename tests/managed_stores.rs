@@ -41,10 +41,7 @@ fn acquired(claim: Claim) -> FencingToken {
 }
 
 fn tombstone() -> Arc<Record> {
-    Arc::new(Record {
-        fingerprint: Fingerprint([1; 32]),
-        completion: Completion::Tombstone,
-    })
+    Arc::new(Record::new(Fingerprint([1; 32]), Completion::Tombstone))
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -275,7 +272,7 @@ mod postgres_tls {
 #[cfg(feature = "redis-tls")]
 mod redis_tls {
     use super::*;
-    use idempotent_actix::RedisStore;
+    use idempotent_actix::store::RedisStore;
 
     fn available() -> bool {
         managed::available("Redis with TLS", &[managed::redis_tls_url()], true)
@@ -393,7 +390,7 @@ mod system_roots {
 #[cfg(feature = "redis")]
 mod redis_cluster {
     use super::*;
-    use idempotent_actix::RedisStore;
+    use idempotent_actix::store::RedisStore;
 
     fn available() -> bool {
         managed::available("Redis Cluster", &managed::redis_cluster_urls(), false)
@@ -482,7 +479,7 @@ mod redis_cluster {
 mod pgbouncer {
     use super::*;
     use futures_util::StreamExt;
-    use idempotent_actix::PostgresStore;
+    use idempotent_actix::store::PostgresStore;
 
     fn available() -> bool {
         managed::available(
@@ -682,10 +679,7 @@ mod pgbouncer {
             .build()
             .expect("URL");
         store.migrate().await.expect("migration");
-        let record = Arc::new(Record {
-            fingerprint: Fingerprint([7; 32]),
-            completion: Completion::Tombstone,
-        });
+        let record = Arc::new(Record::new(Fingerprint([7; 32]), Completion::Tombstone));
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let workers = (0..clients).map(|_| {
             let (store, record) = (store.clone(), Arc::clone(&record));
@@ -721,17 +715,17 @@ mod data_loss {
 
     fn response(body: &'static str) -> Arc<Record> {
         use actix_web::http::header::{HeaderName, HeaderValue};
-        Arc::new(Record {
-            fingerprint: Fingerprint([1; 32]),
-            completion: Completion::Response(idempotent_actix::StoredResponse {
-                status: StatusCode::CREATED,
-                headers: vec![(
+        Arc::new(Record::new(
+            Fingerprint([1; 32]),
+            Completion::Response(idempotent_actix::StoredResponse::new(
+                StatusCode::CREATED,
+                vec![(
                     HeaderName::from_static("content-type"),
                     HeaderValue::from_static("text/plain"),
                 )],
-                body: actix_web::web::Bytes::from_static(body.as_bytes()),
-            }),
-        })
+                actix_web::web::Bytes::from_static(body.as_bytes()),
+            )),
+        ))
     }
 
     #[track_caller]

@@ -7,6 +7,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 use futures_util::future::join_all;
@@ -459,7 +460,7 @@ async fn a_missing_tenant_says_when_the_middleware_runs_before_authentication() 
 async fn a_missing_tenant_header_is_named() {
     let config = Idempotency::builder()
         .store(MemoryStore::default())
-        .tenant_from_header("X-Tenant-Id")
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
         .build();
     let server = serve_with(config, |cfg| {
         cfg.service(tenant_order);
@@ -476,7 +477,8 @@ async fn migrating_an_up_to_date_database_logs_no_notice() {
     if !services::server_up("PostgreSQL", services::POSTGRES_ADDR) {
         return;
     }
-    let store = idempotent_actix::PostgresStore::new(&services::postgres_url(services::POSTGRES_ADDR)).expect("store");
+    let store =
+        idempotent_actix::store::PostgresStore::new(&services::postgres_url(services::POSTGRES_ADDR)).expect("store");
     store.migrate().await.expect("migrate");
     let notices = || logs::text().matches("already exists, skipping").count();
     let before = notices();

@@ -207,7 +207,8 @@ mod alterscope {
                 assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
                 assert_eq!(reply.header("content-type"), Some("application/json"));
                 assert_eq!(reply.json()["code"], "idempotency_key_missing", "{path}");
-                assert!(reply.json()["error"].as_str().unwrap().contains("X-Idempotency-Key"));
+                let message = reply.json()["error"].as_str().unwrap().to_owned();
+                assert!(message.contains("`x-idempotency-key`"), "{message}");
             }
         }
         assert_eq!(usage.runs(), (0, 0, 0));

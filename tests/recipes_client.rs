@@ -534,6 +534,7 @@ mod alterscope_client {
     use actix_web::http::StatusCode;
     use actix_web::web;
     use idempotent_actix::client::reqwest_middleware::reqwest;
+    use idempotent_actix::client::reqwest_middleware::reqwest::header::HeaderName;
     use idempotent_actix::client::reqwest_middleware::ClientBuilder;
     use idempotent_actix::client::{IdempotentRetry, ResponseExt, RetryPolicy};
     use serde_json::json;
@@ -560,8 +561,8 @@ mod alterscope_client {
         let client = ClientBuilder::new(reqwest::Client::new())
             .with(
                 IdempotentRetry::new(RetryPolicy::default().max_elapsed(Duration::from_secs(5)))
-                    .key_header("X-Idempotency-Key")
-                    .replay_header("X-Idempotency-Replayed"),
+                    .key_header(HeaderName::from_static("x-idempotency-key"))
+                    .replay_header(HeaderName::from_static("x-idempotency-replayed")),
             )
             .build();
 

@@ -19,6 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use idempotent_actix::{
@@ -69,7 +70,9 @@ fn tenant_routes(cfg: &mut web::ServiceConfig) {
 
 fn tenants() -> TestServer {
     serve_with(
-        Idempotency::builder().tenant_from_header("X-Tenant-Id").build(),
+        Idempotency::builder()
+            .tenant_from_header(HeaderName::from_static("x-tenant-id"))
+            .build(),
         tenant_routes,
     )
 }
@@ -287,14 +290,14 @@ impl Store for ForeignRecordStore {
 /// from a claim or from the in-process copy, and its response is never sent.
 #[actix_web::test]
 async fn a_record_of_another_request_returned_by_the_store_is_never_replayed() {
-    let record = Arc::new(Record {
-        fingerprint: Fingerprint([7; 32]),
-        completion: Completion::Response(StoredResponse {
-            status: StatusCode::OK,
-            headers: Vec::new(),
-            body: "someone else's response".into(),
-        }),
-    });
+    let record = Arc::new(Record::new(
+        Fingerprint([7; 32]),
+        Completion::Response(StoredResponse::new(
+            StatusCode::OK,
+            Vec::new(),
+            "someone else's response".into(),
+        )),
+    ));
     let store = ForeignRecordStore { record };
     let server = serve_with(Idempotency::builder().store(store).build(), |cfg| {
         cfg.service(charge);
@@ -471,7 +474,7 @@ async fn keys_and_bodies_never_appear_in_any_log_event_even_at_trace() {
     }
 
     // A Redis store whose server is down: the client library's own errors and logs.
-    let redis = idempotent_actix::RedisStore::new("redis://127.0.0.1:1/").expect("a valid URL");
+    let redis = idempotent_actix::store::RedisStore::new("redis://127.0.0.1:1/").expect("a valid URL");
     let server = serve_with(Idempotency::builder().store(redis).build(), secret_routes);
     let reply = send_secret(&server, "/secrets", &secrets.key(100), &secrets, &secrets.body).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -503,7 +506,8 @@ async fn postgres_rows_and_statement_logs_never_hold_the_key_in_clear() {
     }
     logs::capture();
     let secrets = Secrets::new();
-    let store = idempotent_actix::PostgresStore::new(&services::postgres_url(services::POSTGRES_ADDR)).expect("URL");
+    let store =
+        idempotent_actix::store::PostgresStore::new(&services::postgres_url(services::POSTGRES_ADDR)).expect("URL");
     store.migrate().await.expect("migration");
     let namespace = format!("{}:", services::unique("security"));
     let server = serve_with(

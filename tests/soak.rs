@@ -341,7 +341,7 @@ fn store() -> (Arc<dyn Store>, Option<MemoryStore>, &'static str) {
                 services::server_up("Redis", services::REDIS_ADDR),
                 "SOAK_STORE=redis needs Redis"
             );
-            let redis = idempotent_actix::RedisStore::builder(&services::redis_url(services::REDIS_ADDR))
+            let redis = idempotent_actix::store::RedisStore::builder(&services::redis_url(services::REDIS_ADDR))
                 .key_prefix(format!("{}:", services::unique("soak")))
                 .build()
                 .expect("a valid Redis URL");

@@ -63,21 +63,21 @@ fn unique(label: &str) -> String {
 // Stores under test
 
 #[cfg(feature = "redis")]
-fn redis_store(addr: &str) -> idempotent_actix::RedisStore {
+fn redis_store(addr: &str) -> idempotent_actix::store::RedisStore {
     redis_store_with_prefix(addr, &format!("{}:", unique("test-idempotency")))
 }
 
 #[cfg(feature = "redis")]
-fn redis_store_with_prefix(addr: &str, prefix: &str) -> idempotent_actix::RedisStore {
-    idempotent_actix::RedisStore::builder(&redis_url(addr))
+fn redis_store_with_prefix(addr: &str, prefix: &str) -> idempotent_actix::store::RedisStore {
+    idempotent_actix::store::RedisStore::builder(&redis_url(addr))
         .key_prefix(prefix)
         .build()
         .expect("a valid Redis URL")
 }
 
 #[cfg(feature = "postgres")]
-async fn postgres_store(addr: &str) -> idempotent_actix::PostgresStore {
-    let store = idempotent_actix::PostgresStore::new(&postgres_url(addr)).expect("a valid PostgreSQL URL");
+async fn postgres_store(addr: &str) -> idempotent_actix::store::PostgresStore {
+    let store = idempotent_actix::store::PostgresStore::new(&postgres_url(addr)).expect("a valid PostgreSQL URL");
     store.migrate().await.expect("migration");
     store
 }
@@ -122,7 +122,7 @@ async fn postgres_migration_can_run_on_many_replicas_at_once_and_again() {
         return;
     }
     let stores: Vec<_> = (0..4)
-        .map(|_| idempotent_actix::PostgresStore::new(&postgres_url(POSTGRES_ADDR)).expect("URL"))
+        .map(|_| idempotent_actix::store::PostgresStore::new(&postgres_url(POSTGRES_ADDR)).expect("URL"))
         .collect();
     let migrations = stores.iter().map(|store| store.migrate());
     for result in futures_util::future::join_all(migrations).await {
@@ -183,10 +183,10 @@ fn acquired(claim: idempotent_actix::Claim) -> idempotent_actix::FencingToken {
 }
 
 fn tombstone() -> Arc<idempotent_actix::Record> {
-    Arc::new(idempotent_actix::Record {
-        fingerprint: Fingerprint([1; 32]),
-        completion: idempotent_actix::Completion::Tombstone,
-    })
+    Arc::new(idempotent_actix::Record::new(
+        Fingerprint([1; 32]),
+        idempotent_actix::Completion::Tombstone,
+    ))
 }
 
 /// A duplicate waiting on one replica is woken by the other replica's completion or release
@@ -549,14 +549,14 @@ async fn redis_store_recovers_when_the_server_comes_back() {
 #[cfg(feature = "postgres")]
 #[actix_web::test]
 async fn postgres_down_fails_closed_with_503_and_retry_after() {
-    let store = idempotent_actix::PostgresStore::new(&postgres_url(CLOSED_ADDR)).expect("URL");
+    let store = idempotent_actix::store::PostgresStore::new(&postgres_url(CLOSED_ADDR)).expect("URL");
     a_down_store_fails_closed(Arc::new(store)).await;
 }
 
 #[cfg(feature = "postgres")]
 #[actix_web::test]
 async fn postgres_down_runs_the_handler_when_failing_open() {
-    let store = idempotent_actix::PostgresStore::new(&postgres_url(CLOSED_ADDR)).expect("URL");
+    let store = idempotent_actix::store::PostgresStore::new(&postgres_url(CLOSED_ADDR)).expect("URL");
     a_down_store_fails_open_when_configured(Arc::new(store)).await;
 }
 
@@ -568,7 +568,7 @@ async fn postgres_store_recovers_when_the_server_comes_back() {
     }
     postgres_store(POSTGRES_ADDR).await;
     let store = |addr: &str| -> Arc<dyn Store> {
-        Arc::new(idempotent_actix::PostgresStore::new(&postgres_url(addr)).expect("URL"))
+        Arc::new(idempotent_actix::store::PostgresStore::new(&postgres_url(addr)).expect("URL"))
     };
     the_app_recovers_when_the_store_comes_back(store, POSTGRES_ADDR).await;
 }
@@ -623,7 +623,7 @@ async fn postgres_costs_two_round_trips_per_first_execution_and_one_per_replay()
     }
     postgres_store(POSTGRES_ADDR).await;
     let store = |addr: &str| {
-        idempotent_actix::PostgresStore::builder(&postgres_url(addr))
+        idempotent_actix::store::PostgresStore::builder(&postgres_url(addr))
             .pool_size(1)
             .build()
             .expect("URL")

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use actix_web::{post, test, web, App, HttpResponse};
 use idempotent_actix::store::Lookup;
+use idempotent_actix::store::{PostgresStore, RedisStore};
 use idempotent_actix::work::WorkError;
-use idempotent_actix::{idempotent, Idempotency, IdempotencyError, MemoryStore, PostgresStore, RedisStore};
+use idempotent_actix::{idempotent, Idempotency, IdempotencyError, MemoryStore};
 use serde::{Deserialize, Serialize};
 
 #[path = "support/services.rs"]
@@ -322,7 +323,7 @@ async fn an_operator_forgets_a_stored_http_response_so_the_retry_runs_again() {
     let config = Idempotency::builder()
         .store(MemoryStore::default())
         .namespace(unique("operator"))
-        .tenant_from_header("x-tenant")
+        .tenant_from_header(actix_web::http::header::HeaderName::from_static("x-tenant"))
         .build();
     let app = test::init_service(App::new().app_data(config.clone()).service(pay)).await;
     let send = || {

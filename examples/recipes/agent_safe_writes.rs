@@ -199,8 +199,9 @@ fn invalid_body(error: error::JsonPayloadError, _req: &HttpRequest) -> actix_web
 pub fn mark_duplicate(stored: &StoredResponse, _req: &HttpRequest) -> Option<StoredResponse> {
     let mut answer: Value = serde_json::from_slice(&stored.body).ok()?;
     answer.as_object_mut()?.insert("duplicate".into(), Value::Bool(true));
-    let body = serde_json::to_vec(&answer).ok()?.into();
-    Some(StoredResponse { body, ..stored.clone() })
+    let mut replay = stored.clone();
+    replay.body = serde_json::to_vec(&answer).ok()?.into();
+    Some(replay)
 }
 
 // ---------------------------------------------------------------------------------------------

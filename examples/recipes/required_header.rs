@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::error::InternalError;
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, App, FromRequest, HttpRequest, HttpResponse, HttpServer};
 use idempotent_actix::{idempotent, Idempotency, IdempotencyError};
@@ -78,7 +79,7 @@ impl Usage {
 /// `Retry-After: 1` on the in-flight 409.
 pub fn idempotency() -> Idempotency {
     Idempotency::builder()
-        .replay_header("X-Idempotency-Replayed")
+        .replay_header(HeaderName::from_static("x-idempotency-replayed"))
         .retry_after(Duration::from_secs(1))
         .error_response(error_body)
         .build()

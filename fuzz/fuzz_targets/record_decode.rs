@@ -79,16 +79,13 @@ impl RecordSpec {
                     Some((name, HeaderValue::from_bytes(value).ok()?))
                 })
                 .collect();
-            Completion::Response(StoredResponse {
-                status: StatusCode::from_u16(100 + self.status % 900).expect("100..=999 is a status"),
+            Completion::Response(StoredResponse::new(
+                StatusCode::from_u16(100 + self.status % 900).expect("100..=999 is a status"),
                 headers,
-                body: Bytes::copy_from_slice(&self.body),
-            })
+                Bytes::copy_from_slice(&self.body),
+            ))
         };
-        Record {
-            fingerprint: Fingerprint(self.fingerprint),
-            completion,
-        }
+        Record::new(Fingerprint(self.fingerprint), completion)
     }
 }
 

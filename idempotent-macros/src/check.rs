@@ -1,196 +1,72 @@
 //! Stage two: raw arguments validated into typed [`Options`], every mistake reported at once.
+//!
+//! What each argument accepts is its entry in [`ARGUMENTS`]; the value checks it uses, and the
+//! rules that join arguments, are here.
 
 use proc_macro2::{Span, TokenTree};
 use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Ident, Lit, LitStr};
 
+use crate::arguments::{argument, Cache, InFlight, Options, ARGUMENTS};
 use crate::attr::{RawArg, RawValue};
 use crate::duration;
 use crate::errors::Errors;
-
-/// How duplicates are keyed; mirrors `idempotent_runtime::Scope`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Global,
-    Tenant,
-}
-
-/// What a duplicate gets while the first request runs; mirrors `idempotent_runtime::InFlight`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InFlight {
-    Wait,
-    Reject,
-    Accept,
-}
-
-/// What a reused key with another request gets; mirrors `idempotent_runtime::OnMismatch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnMismatch {
-    Reject,
-    Execute,
-}
-
-/// Which outcomes are remembered; mirrors `idempotent_runtime::CachePolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cache {
-    Success,
-    NonServerError,
-    All,
-}
-
-/// How the body enters the fingerprint; mirrors `idempotent_runtime::FingerprintMode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fingerprint {
-    Body,
-    Json,
-}
-
-/// The validated attribute: expansion reads only this.
-pub struct Options {
-    pub ttl_seconds: u64,
-    pub scope: Scope,
-    /// Header name as written (matched case-insensitively).
-    pub header: String,
-    pub required: bool,
-    pub in_flight: InFlight,
-    pub on_mismatch: OnMismatch,
-    pub cache: Cache,
-    pub fingerprint: Fingerprint,
-    pub key_from: Option<String>,
-    pub krate: syn::Path,
-}
-
-/// Every argument, in the order the documentation lists them.
-const ARGUMENTS: [&str; 10] = [
-    "ttl",
-    "scope",
-    "header",
-    "required",
-    "in_flight",
-    "on_mismatch",
-    "cache",
-    "fingerprint",
-    "key_from",
-    "crate",
-];
-
-const DEFAULT_TTL_SECONDS: u64 = 24 * 60 * 60;
 
 impl Options {
     /// Validates every argument and the rules that join them. A mistake is recorded in `errors`
     /// and its argument keeps its default, so every other argument is still checked.
     pub fn from_args(args: Vec<RawArg>, errors: &mut Errors) -> Self {
-        let mut seen: Vec<String> = Vec::new();
-        let mut builder = Builder::default();
+        let mut options = Options::default();
+        let mut seen: Vec<&'static str> = Vec::new();
         for arg in args {
             let name = arg.name.to_string();
-            if seen.contains(&name) {
+            let Some(argument) = argument(&name) else {
+                unknown(&arg.name, errors);
+                continue;
+            };
+            if seen.contains(&argument.name) {
                 errors.push(
                     arg.name.span(),
                     format!("duplicate argument `{name}`; give each argument once"),
                 );
                 continue;
             }
-            if ARGUMENTS.contains(&name.as_str()) {
-                seen.push(name);
+            seen.push(argument.name);
+            if (argument.read)(&arg, errors, &mut options) {
+                options.value_spans.push((argument.name, arg.value_span()));
             }
-            builder.set(arg, errors);
         }
-        builder.build(errors)
+        check_combinations(&options, errors);
+        options
     }
 }
 
-/// Arguments as they are set; `build` applies defaults and the cross-argument rules.
-#[derive(Default)]
-struct Builder {
-    ttl_seconds: Option<u64>,
-    scope: Option<Scope>,
-    header: Option<String>,
-    required: Option<bool>,
-    in_flight: Option<(InFlight, Span)>,
-    on_mismatch: Option<OnMismatch>,
-    cache: Option<(Cache, Span)>,
-    fingerprint: Option<Fingerprint>,
-    key_from: Option<String>,
-    krate: Option<syn::Path>,
+/// An argument that is not in the table, with the one a typo most likely meant.
+fn unknown(name: &Ident, errors: &mut Errors) {
+    let names = || ARGUMENTS.iter().map(|argument| argument.name);
+    let expected: Vec<String> = names().map(|name| format!("`{name}`")).collect();
+    let hint = did_you_mean(&name.to_string(), names()).map_or(String::new(), |a| format!(" did you mean `{a}`?"));
+    errors.push(
+        name.span(),
+        format!(
+            "unknown argument `{name}`;{hint} expected one of {}",
+            expected.join(", ")
+        ),
+    );
 }
 
-impl Builder {
-    fn set(&mut self, arg: RawArg, errors: &mut Errors) {
-        let name = arg.name.to_string();
-        match name.as_str() {
-            "ttl" => self.ttl_seconds = string(&arg, errors).and_then(|s| ttl(&s, errors)),
-            "scope" => {
-                let choices = [("global", Scope::Global), ("tenant", Scope::Tenant)];
-                self.scope = choice(&arg, errors, &choices);
-            }
-            "header" => self.header = string(&arg, errors).and_then(|s| header(&s, errors)),
-            "required" => self.required = boolean(&arg, errors),
-            "in_flight" => {
-                let choices = [
-                    ("wait", InFlight::Wait),
-                    ("reject", InFlight::Reject),
-                    ("accept", InFlight::Accept),
-                ];
-                self.in_flight = choice(&arg, errors, &choices).map(|c| (c, arg.value_span()));
-            }
-            "on_mismatch" => {
-                let choices = [("reject", OnMismatch::Reject), ("execute", OnMismatch::Execute)];
-                self.on_mismatch = choice(&arg, errors, &choices);
-            }
-            "cache" => {
-                let choices = [
-                    ("success", Cache::Success),
-                    ("non-server-error", Cache::NonServerError),
-                    ("all", Cache::All),
-                ];
-                self.cache = choice(&arg, errors, &choices).map(|c| (c, arg.value_span()));
-            }
-            "fingerprint" => {
-                let choices = [("body", Fingerprint::Body), ("json", Fingerprint::Json)];
-                self.fingerprint = choice(&arg, errors, &choices);
-            }
-            "key_from" => {
-                self.key_from = string(&arg, errors).and_then(|s| json_pointer(&s, errors));
-            }
-            "crate" => self.krate = string(&arg, errors).and_then(|s| crate_path(&s, errors)),
-            _ => {
-                let expected: Vec<String> = ARGUMENTS.iter().map(|a| format!("`{a}`")).collect();
-                let hint = did_you_mean(&name, ARGUMENTS.iter().copied())
-                    .map_or(String::new(), |a| format!(" did you mean `{a}`?"));
-                errors.push(
-                    arg.name.span(),
-                    format!(
-                        "unknown argument `{name}`;{hint} expected one of {}",
-                        expected.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-
-    fn build(self, errors: &mut Errors) -> Options {
-        if let (Some((InFlight::Accept, _)), Some((Cache::All, cache_span))) = (self.in_flight, self.cache) {
-            errors.push(
-                cache_span,
-                "`cache = \"all\"` cannot be combined with `in_flight = \"accept\"`: a 202 promises that a retry gets the \
-                 outcome, and storing server errors would make a transient failure that outcome for the whole ttl; \
-                 use `cache = \"success\"` or `cache = \"non-server-error\"`",
-            );
-        }
-        Options {
-            ttl_seconds: self.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS),
-            scope: self.scope.unwrap_or(Scope::Global),
-            header: self.header.unwrap_or_else(|| "Idempotency-Key".to_owned()),
-            required: self.required.unwrap_or(false),
-            in_flight: self.in_flight.map_or(InFlight::Wait, |(c, _)| c),
-            on_mismatch: self.on_mismatch.unwrap_or(OnMismatch::Reject),
-            cache: self.cache.map_or(Cache::Success, |(c, _)| c),
-            fingerprint: self.fingerprint.unwrap_or(Fingerprint::Body),
-            key_from: self.key_from,
-            krate: self.krate.unwrap_or_else(default_crate_path),
-        }
+/// The rules that join arguments.
+fn check_combinations(options: &Options, errors: &mut Errors) {
+    if let (InFlight::Accept, Cache::All, Some(cache_span)) =
+        (options.in_flight, options.cache, options.value_span("cache"))
+    {
+        errors.push(
+            cache_span,
+            "`cache = \"all\"` cannot be combined with `in_flight = \"accept\"`: a 202 promises that a retry gets the \
+             outcome, and storing server errors would make a transient failure that outcome for the whole ttl; \
+             use `cache = \"success\"` or `cache = \"non-server-error\"`",
+        );
     }
 }
 
@@ -213,7 +89,7 @@ fn missing<T>(arg: &RawArg, errors: &mut Errors) -> Option<T> {
     None
 }
 
-fn string(arg: &RawArg, errors: &mut Errors) -> Option<LitStr> {
+pub(crate) fn string(arg: &RawArg, errors: &mut Errors) -> Option<LitStr> {
     match &arg.value {
         RawValue::Lit(Lit::Str(s)) => Some(s.clone()),
         RawValue::Missing => missing(arg, errors),
@@ -227,7 +103,7 @@ fn string(arg: &RawArg, errors: &mut Errors) -> Option<LitStr> {
     }
 }
 
-fn boolean(arg: &RawArg, errors: &mut Errors) -> Option<bool> {
+pub(crate) fn boolean(arg: &RawArg, errors: &mut Errors) -> Option<bool> {
     match &arg.value {
         RawValue::Lit(Lit::Bool(b)) => Some(b.value),
         RawValue::Missing => missing(arg, errors),
@@ -241,7 +117,7 @@ fn boolean(arg: &RawArg, errors: &mut Errors) -> Option<bool> {
     }
 }
 
-fn choice<T: Copy>(arg: &RawArg, errors: &mut Errors, choices: &[(&str, T)]) -> Option<T> {
+pub(crate) fn choice<T: Copy>(arg: &RawArg, errors: &mut Errors, choices: &[(&str, T)]) -> Option<T> {
     let s = string(arg, errors)?;
     let value = s.value();
     if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value) {
@@ -274,28 +150,17 @@ fn did_you_mean<'a>(written: &str, candidates: impl Iterator<Item = &'a str>) ->
 
 /// A valid use of the argument, shown in its errors.
 fn example(name: &Ident) -> &'static str {
-    match name.to_string().as_str() {
-        "ttl" => "`ttl = \"24h\"`",
-        "scope" => "`scope = \"tenant\"`",
-        "header" => "`header = \"X-Idempotency-Key\"`",
-        "required" => "`required = true`",
-        "in_flight" => "`in_flight = \"reject\"`",
-        "on_mismatch" => "`on_mismatch = \"execute\"`",
-        "cache" => "`cache = \"non-server-error\"`",
-        "fingerprint" => "`fingerprint = \"json\"`",
-        "key_from" => "`key_from = \"/reference_id\"`",
-        _ => "`crate = \"::idempotent_actix\"`",
-    }
+    argument(&name.to_string()).map_or("", |argument| argument.example)
 }
 
-fn ttl(s: &LitStr, errors: &mut Errors) -> Option<u64> {
+pub(crate) fn ttl(s: &LitStr, errors: &mut Errors) -> Option<u64> {
     duration::parse_seconds(&s.value())
         .map_err(|e| errors.push(s.span(), format!("invalid `ttl = \"{}\"`: {e}", s.value())))
         .ok()
 }
 
 /// A header name is an RFC 9110 token.
-fn header(s: &LitStr, errors: &mut Errors) -> Option<String> {
+pub(crate) fn header(s: &LitStr, errors: &mut Errors) -> Option<String> {
     let value = s.value();
     let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if value.is_empty() || !value.chars().all(is_tchar) {
@@ -313,7 +178,7 @@ fn header(s: &LitStr, errors: &mut Errors) -> Option<String> {
 
 /// RFC 6901: `/`-separated tokens in which `~` is only `~0` or `~1`. The empty pointer (the
 /// whole body) is refused: a key must be one field.
-fn json_pointer(s: &LitStr, errors: &mut Errors) -> Option<String> {
+pub(crate) fn json_pointer(s: &LitStr, errors: &mut Errors) -> Option<String> {
     let value = s.value();
     let bad_escape = value
         .match_indices('~')
@@ -332,7 +197,7 @@ fn json_pointer(s: &LitStr, errors: &mut Errors) -> Option<String> {
 }
 
 /// The parsed path keeps the literal's span, so a path that does not resolve is reported there.
-fn crate_path(s: &LitStr, errors: &mut Errors) -> Option<syn::Path> {
+pub(crate) fn crate_path(s: &LitStr, errors: &mut Errors) -> Option<syn::Path> {
     s.parse::<syn::Path>()
         .map_err(|_| {
             errors.push(
@@ -352,7 +217,7 @@ fn crate_path(s: &LitStr, errors: &mut Errors) -> Option<syn::Path> {
 /// `::idempotent_actix`. The facade never uses the attribute itself, so when the crate being
 /// compiled *is* the facade, this is one of its examples, benches or doc tests, which see it
 /// as `idempotent_actix` too.
-fn default_crate_path() -> syn::Path {
+pub(crate) fn default_crate_path() -> syn::Path {
     match proc_macro_crate::crate_name("idempotent-actix") {
         Ok(proc_macro_crate::FoundCrate::Name(name)) => {
             let name = Ident::new(&name, Span::call_site());
@@ -417,6 +282,7 @@ mod tests {
     use quote::quote;
 
     use super::*;
+    use crate::arguments::{Fingerprint, OnMismatch, Scope};
     use crate::attr;
 
     /// Runs stages one and two on `args`, returning the options and every error message.
@@ -487,9 +353,8 @@ mod tests {
 
     #[test]
     fn the_example_in_every_message_is_itself_valid() {
-        for name in ARGUMENTS {
-            let example = example(&Ident::new(name, Span::call_site()));
-            let args: TokenStream = example.trim_matches('`').parse().unwrap();
+        for argument in ARGUMENTS {
+            let args: TokenStream = argument.example.trim_matches('`').parse().unwrap();
             valid(args);
         }
     }
@@ -606,10 +471,11 @@ mod tests {
 
     #[test]
     fn a_typo_gets_a_suggestion_and_a_stranger_none() {
-        assert_eq!(did_you_mean("in_fligth", ARGUMENTS.iter().copied()), Some("in_flight"));
-        assert_eq!(did_you_mean("keyfrom", ARGUMENTS.iter().copied()), Some("key_from"));
-        assert_eq!(did_you_mean("TTL", ARGUMENTS.iter().copied()), Some("ttl"));
-        assert_eq!(did_you_mean("lifetime", ARGUMENTS.iter().copied()), None);
+        let names = || ARGUMENTS.iter().map(|argument| argument.name);
+        assert_eq!(did_you_mean("in_fligth", names()), Some("in_flight"));
+        assert_eq!(did_you_mean("keyfrom", names()), Some("key_from"));
+        assert_eq!(did_you_mean("TTL", names()), Some("ttl"));
+        assert_eq!(did_you_mean("lifetime", names()), None);
         assert_eq!(
             errors(quote!(in_flight = "rejects")),
             [

@@ -7,7 +7,7 @@
 //!     __idempotent_payload: web::Payload,
 //! ) -> HttpResponse {
 //!     async fn __idempotent_handler(order: web::Json<NewOrder>) -> R { /* the user's body */ }
-//!     static __IDEMPOTENT_ROUTE: Route = Route::new(RouteOptions { .. });
+//!     static __IDEMPOTENT_ROUTE: Route = Route::new(RouteOptions::new("create_order").ttl(..) ..);
 //!     handle(&__IDEMPOTENT_ROUTE, request, payload, |request, payload| async move {
 //!         // the user's extractors, one by one, on the (possibly buffered) payload
 //!         __idempotent_respond(__idempotent_handler(arg0).await, &request)
@@ -19,8 +19,9 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
+use crate::arguments::{Options, ARGUMENTS};
 use crate::attr;
-use crate::check::{self, Cache, Fingerprint, InFlight, OnMismatch, Options, Scope};
+use crate::check;
 use crate::errors::Errors;
 
 /// Entry point: on any error, the user's item comes back unchanged next to the errors (a
@@ -129,51 +130,14 @@ fn rewrite(options: &Options, function: syn::ItemFn) -> TokenStream {
     }
 }
 
+/// `RouteOptions::new(handler)` and one `const` setter per argument, so that the route is a
+/// `static`.
 fn route_options(options: &Options, name: &syn::Ident) -> TokenStream {
     let krate = &options.krate;
     let private = quote!(#krate::__private);
-    let ttl = options.ttl_seconds;
-    let header = &options.header;
-    let required = options.required;
     let handler_name = name.to_string();
-    let scope = match options.scope {
-        Scope::Global => quote!(Global),
-        Scope::Tenant => quote!(Tenant),
-    };
-    let in_flight = match options.in_flight {
-        InFlight::Wait => quote!(Wait),
-        InFlight::Reject => quote!(Reject),
-        InFlight::Accept => quote!(Accept),
-    };
-    let on_mismatch = match options.on_mismatch {
-        OnMismatch::Reject => quote!(Reject),
-        OnMismatch::Execute => quote!(Execute),
-    };
-    let cache = match options.cache {
-        Cache::Success => quote!(Success),
-        Cache::NonServerError => quote!(NonServerError),
-        Cache::All => quote!(All),
-    };
-    let fingerprint = match options.fingerprint {
-        Fingerprint::Body => quote!(Body),
-        Fingerprint::Json => quote!(Json),
-    };
-    let key_from = match &options.key_from {
-        Some(pointer) => quote!(::core::option::Option::Some(#pointer)),
-        None => quote!(::core::option::Option::None),
-    };
+    let setters = ARGUMENTS.iter().map(|argument| (argument.emit)(options, &private));
     quote! {
-        #private::RouteOptions {
-            handler: #handler_name,
-            ttl: ::core::time::Duration::from_secs(#ttl),
-            scope: #private::Scope::#scope,
-            header: #header,
-            required: #required,
-            in_flight: #private::InFlight::#in_flight,
-            on_mismatch: #private::OnMismatch::#on_mismatch,
-            cache: #private::CachePolicy::#cache,
-            fingerprint: #private::FingerprintMode::#fingerprint,
-            key_from: #key_from,
-        }
+        #private::RouteOptions::new(#handler_name) #(#setters)*
     }
 }

@@ -8,8 +8,10 @@
 //! The attribute works in three stages, one private module each: `attr` parses the arguments
 //! into a raw model that keeps every token's span, `check` validates them into typed `Options`
 //! (reporting every mistake at once, collected in `errors::Errors`), and `expand` writes the
-//! rewritten handler from the typed model only.
+//! rewritten handler from the typed model only. `arguments` is the table of the arguments,
+//! one entry each: the name, how its value is read, and the setter it is written as.
 
+mod arguments;
 mod attr;
 mod check;
 mod duration;

@@ -26,12 +26,13 @@ pub(crate) type ReplayHook = Arc<dyn Fn(&StoredResponse, &HttpRequest) -> Option
 /// limits. Clones share the same store, in-flight requests and counters.
 ///
 /// ```
+/// use actix_web::http::header::HeaderName;
 /// use actix_web::{post, web, App, HttpResponse};
 /// use idempotent_runtime::{Idempotency, MemoryStore};
 ///
 /// let idempotency = Idempotency::builder()
 ///     .store(MemoryStore::with_capacity(128 * 1024 * 1024))
-///     .tenant_from_header("X-Tenant-Id")
+///     .tenant_from_header(HeaderName::from_static("x-tenant-id"))
 ///     .namespace("live:")
 ///     .build();
 /// let app = App::new().app_data(idempotency.clone());
@@ -71,7 +72,11 @@ pub(crate) struct Counters {
 }
 
 /// A snapshot of [`Idempotency`]'s counters.
+///
+/// `#[non_exhaustive]`: counters may be added; read the fields, or compare with a default whose
+/// fields were set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Responses sent but not stored because they exceeded the maximum size or capture time;
     /// their keys hold a tombstone.
@@ -297,13 +302,10 @@ impl IdempotencyBuilder {
         self
     }
 
-    /// Tenant from a request header, e.g. one set by an authenticating gateway.
-    ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid header name.
-    pub fn tenant_from_header(mut self, name: &str) -> Self {
-        let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+    /// Tenant from a request header, e.g. one set by an authenticating gateway:
+    /// `HeaderName::from_static("x-tenant-id")` (a constant, in lowercase), or
+    /// `HeaderName::try_from(name)` for a name read from configuration.
+    pub fn tenant_from_header(mut self, name: HeaderName) -> Self {
         self.tenant = Some(TenantSource::header(name));
         self
     }
@@ -350,9 +352,10 @@ impl IdempotencyBuilder {
         self
     }
 
-    /// Header that marks a replayed response (default `Idempotency-Replayed: true`).
-    pub fn replay_header(mut self, name: &str) -> Self {
-        self.replay_header = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+    /// Header that marks a replayed response (default `Idempotency-Replayed: true`), e.g.
+    /// `HeaderName::from_static("x-idempotency-replayed")`.
+    pub fn replay_header(mut self, name: HeaderName) -> Self {
+        self.replay_header = name;
         self
     }
 
@@ -391,7 +394,7 @@ impl IdempotencyBuilder {
     /// Changes what a replay sends, e.g. to mark a duplicate in the body as well as in the
     /// replay header. The hook gets the stored response and the request being answered; it
     /// returns `None` to replay the stored response as it is, or the response to send instead
-    /// (`StoredResponse { body, ..stored.clone() }` keeps the status and headers). The replay
+    /// (a clone of `stored` with another body keeps the status and headers). The replay
     /// header is added after the hook, whatever it returns.
     ///
     /// It runs on every replay and only there: a retry after completion, and a duplicate that
@@ -401,6 +404,7 @@ impl IdempotencyBuilder {
     /// as a handler's would.
     ///
     /// ```
+    /// use actix_web::http::header::HeaderName;
     /// use actix_web::{test, web, App, HttpResponse};
     /// use idempotent_runtime::{Idempotency, IdempotentMiddleware, StoredResponse};
     /// use serde_json::json;
@@ -410,7 +414,9 @@ impl IdempotencyBuilder {
     ///     .on_replay(|stored: &StoredResponse, _req| {
     ///         let mut body: serde_json::Value = serde_json::from_slice(&stored.body).ok()?;
     ///         body["duplicate"] = json!(true);
-    ///         Some(StoredResponse { body: body.to_string().into(), ..stored.clone() })
+    ///         let mut replay = stored.clone();
+    ///         replay.body = body.to_string().into();
+    ///         Some(replay)
     ///     })
     ///     .build();
     ///
@@ -419,7 +425,7 @@ impl IdempotencyBuilder {
     /// let app = test::init_service(
     ///     App::new().app_data(idempotency).service(
     ///         web::resource("/webhooks")
-    ///             .wrap(IdempotentMiddleware::new().header("X-Event-ID"))
+    ///             .wrap(IdempotentMiddleware::new().header(HeaderName::from_static("x-event-id")))
     ///             .route(web::post().to(receive)),
     ///     ),
     /// )

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub enum IdempotencyError {
     #[error("this request requires an idempotency key in the `{header}` header")]
     KeyMissing {
         /// The header the key is read from.
-        header: &'static str,
+        header: HeaderName,
     },
     /// The key header is malformed; the handler did not run.
     #[error("the idempotency key is invalid: {0}")]

@@ -108,7 +108,7 @@ impl FromRequest for IdempotencyKey {
     fn from_request(req: &HttpRequest, _: &mut dev::Payload) -> Self::Future {
         let key = req.extensions().get::<Self>().cloned();
         ready(key.ok_or(IdempotencyError::KeyMissing {
-            header: "Idempotency-Key",
+            header: HeaderName::from_static("idempotency-key"),
         }))
     }
 }

@@ -1,19 +1,16 @@
 //! The runtime of [`idempotent-actix`](https://docs.rs/idempotent-actix): configuration, key
 //! and scope extraction, fingerprinting, stores, single flight, response capture and replay.
 //!
-//! Use it through the `idempotent-actix` crate, which re-exports everything public here next
-//! to the `#[idempotent]` attribute.
+//! Use it through the `idempotent-actix` crate, which re-exports its public API next to the
+//! `#[idempotent]` attribute.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`route`] | what one `#[idempotent(...)]` asked for |
 //! | [`config`] | the app-wide [`Idempotency`] value |
 //! | [`key`] | reading and validating the key header |
 //! | [`fingerprint`] | SHA-256 of method, path, query and body |
 //! | [`store`] | the [`Store`] trait, its contract and the backends |
-//! | [`engine`] | what happens to a keyed request, and to its duplicates |
 //! | [`error`] | every answer the engine gives instead of the handler |
-//! | `client` | the reqwest helper that retries writes with one key (feature `client`) |
 //! | [`middleware`] | the engine for every write route of an `App` or `Scope` |
 //! | [`observe`] | tracing spans and events, `metrics` counters and histograms |
 //! | [`testing`] | an isolated configuration per test, and calling a handler without an app |
@@ -23,10 +20,8 @@
 //! | [`transaction`] | a handler's database transaction, committed with its record (feature `postgres`) |
 #![warn(missing_docs)]
 
-#[cfg(feature = "client")]
-pub mod client;
 pub mod config;
-pub mod engine;
+mod engine;
 pub mod error;
 pub mod fingerprint;
 mod flight;
@@ -37,7 +32,7 @@ mod operate;
 pub mod profile;
 pub mod record;
 mod replay;
-pub mod route;
+mod route;
 pub mod store;
 mod tenant;
 pub mod testing;
@@ -51,7 +46,7 @@ pub use key::IdempotencyKey;
 pub use middleware::IdempotentMiddleware;
 pub use observe::Outcome;
 pub use record::{Completion, Record, StoredResponse};
-pub use route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
+pub use route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Scope};
 pub use store::{CachedStore, Claim, ExpiringStore, FencingToken, Lookup, MemoryStore, RecordKey, Store, StoreError};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresStore, PostgresStoreBuilder, PostgresTransaction, TransactionalStore};
@@ -73,6 +68,7 @@ pub mod __private {
     pub use crate::engine::{handle, Handled};
     pub use crate::route::{CachePolicy, FingerprintMode, InFlight, OnMismatch, Route, RouteOptions, Scope};
     pub use actix_web::dev::Payload as DevPayload;
+    pub use actix_web::http::header::HeaderName;
     pub use actix_web::web::Payload;
     pub use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
 

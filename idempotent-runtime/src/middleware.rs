@@ -61,9 +61,8 @@
 //!
 //! # Panics
 //!
-//! [`header`](IdempotentMiddleware::header) panics on a string that is not a valid header name,
-//! and [`key_from`](IdempotentMiddleware::key_from) on a pointer that does not start with `/`:
-//! both are constants of the app, caught on its first start.
+//! [`key_from`](IdempotentMiddleware::key_from) panics on a pointer that does not start with
+//! `/`: a constant of the app, caught on its first start.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -108,10 +107,7 @@ impl IdempotentMiddleware {
     /// The attribute's defaults, on `POST`, `PUT`, `PATCH` and `DELETE`.
     pub fn new() -> Self {
         Self {
-            options: RouteOptions {
-                handler: "middleware",
-                ..RouteOptions::DEFAULT
-            },
+            options: RouteOptions::new("middleware"),
             methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
             except: Vec::new(),
             config: None,
@@ -153,14 +149,10 @@ impl IdempotentMiddleware {
 
     /// The header the key is read from (the attribute's `header`, default `Idempotency-Key`).
     ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid HTTP header name.
-    pub fn header(mut self, name: &'static str) -> Self {
-        assert!(
-            HeaderName::from_bytes(name.as_bytes()).is_ok(),
-            "`{name}` is not a valid header name"
-        );
+    /// A name is checked where it is made: `HeaderName::from_static("x-idempotency-key")` (in
+    /// lowercase) for a constant, `HeaderName::try_from(name)` (any case, with an error to
+    /// handle) for a name read from configuration.
+    pub fn header(mut self, name: HeaderName) -> Self {
         self.options.header = name;
         self
     }
@@ -243,7 +235,7 @@ where
         ready(Ok(IdempotentService {
             service: Rc::new(service),
             shared: Rc::new(Shared {
-                route: Rc::new(Route::new(self.options)),
+                route: Rc::new(Route::new(self.options.clone())),
                 methods,
                 except: self.except.clone(),
                 config: self.config.clone(),

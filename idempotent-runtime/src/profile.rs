@@ -25,7 +25,7 @@
 //! The profile shapes the engine's answers only: the handlers answer Stripe-shaped objects and
 //! their own errors themselves (`examples/recipes/stripe_compatible.rs` shows both).
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -34,10 +34,10 @@ use crate::config::IdempotencyBuilder;
 use crate::error::IdempotencyError;
 
 /// The header Stripe's SDKs read before the status to decide whether to retry.
-pub const STRIPE_SHOULD_RETRY: &str = "stripe-should-retry";
+pub const STRIPE_SHOULD_RETRY: HeaderName = HeaderName::from_static("stripe-should-retry");
 
 /// The header Stripe marks replayed responses with.
-pub const STRIPE_REPLAY_HEADER: &str = "Idempotent-Replayed";
+pub const STRIPE_REPLAY_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The Stripe profile, applied to `builder` (see the [module documentation](self)).
 pub(crate) fn stripe(builder: IdempotencyBuilder) -> IdempotencyBuilder {
@@ -120,7 +120,7 @@ mod tests {
             let value = response.headers().get(name)?;
             Some(value.to_str().unwrap().to_owned())
         };
-        let (should_retry, retry_after) = (header(STRIPE_SHOULD_RETRY), header("retry-after"));
+        let (should_retry, retry_after) = (header(STRIPE_SHOULD_RETRY.as_str()), header("retry-after"));
         assert_eq!(header("content-type").as_deref(), Some("application/json"));
         let status = response.status();
         let body = to_bytes(response.into_body()).await.unwrap();
@@ -187,7 +187,7 @@ mod tests {
     #[actix_web::test]
     async fn a_bad_key_is_an_invalid_request_error_with_the_engines_code() {
         let (status, should_retry, _, body) = answer(IdempotencyError::KeyMissing {
-            header: "Idempotency-Key",
+            header: HeaderName::from_static("idempotency-key"),
         })
         .await;
 

@@ -8,7 +8,12 @@ use crate::fingerprint::Fingerprint;
 
 /// A response as it is replayed: status, headers in their original order (repeated headers
 /// kept) and the body, byte for byte.
+///
+/// `#[non_exhaustive]`, so that a record may remember more about a response without a breaking
+/// change: build one with [`new`](Self::new), or change a clone's fields (as an
+/// [`on_replay`](crate::IdempotencyBuilder::on_replay) hook does).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoredResponse {
     /// The status code.
     pub status: StatusCode,
@@ -19,6 +24,11 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
+    /// A response with `status`, `headers` (in the order they are sent) and `body`.
+    pub fn new(status: StatusCode, headers: Vec<(HeaderName, HeaderValue)>, body: Bytes) -> Self {
+        Self { status, headers, body }
+    }
+
     /// Bytes this response occupies beyond its fixed-size parts.
     pub fn payload_len(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
@@ -37,7 +47,11 @@ pub enum Completion {
 }
 
 /// A completed record: the fingerprint of the request that made it, and what it left.
+///
+/// `#[non_exhaustive]`, so that a record may carry more without a breaking change: build one
+/// with [`new`](Self::new).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// Fingerprint of the request that executed.
     pub fingerprint: Fingerprint,
@@ -66,6 +80,14 @@ const TOMBSTONE: u8 = 0;
 const RESPONSE: u8 = 1;
 
 impl Record {
+    /// The record of a request with `fingerprint` that left `completion`.
+    pub fn new(fingerprint: Fingerprint, completion: Completion) -> Self {
+        Self {
+            fingerprint,
+            completion,
+        }
+    }
+
     /// Approximate bytes this record occupies, for capacity accounting.
     pub fn payload_len(&self) -> usize {
         match &self.completion {

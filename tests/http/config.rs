@@ -1,3 +1,4 @@
+use actix_web::http::header::HeaderName;
 use actix_web::{post, web, HttpResponse};
 use idempotent_actix::{idempotent, Idempotency, MemoryStore};
 use serde_json::json;
@@ -29,7 +30,11 @@ async fn an_app_without_any_idempotency_configuration_still_replays() {
 
 #[actix_web::test]
 async fn a_configuration_registered_as_web_data_is_used() {
-    let idempotency = web::Data::new(Idempotency::builder().replay_header("X-Replayed-From-Data").build());
+    let idempotency = web::Data::new(
+        Idempotency::builder()
+            .replay_header(HeaderName::from_static("x-replayed-from-data"))
+            .build(),
+    );
     let server = serve_unconfigured(move |cfg| {
         cfg.app_data(idempotency.clone()).service(create_order);
     });

@@ -103,7 +103,7 @@ async fn a_default_problem_body_carries_type_title_status_detail_and_code() {
     assert_eq!(problem["status"], 400);
     assert_eq!(problem["code"], "idempotency_key_missing");
     assert!(
-        problem["detail"].as_str().unwrap().contains("Idempotency-Key"),
+        problem["detail"].as_str().unwrap().contains("`idempotency-key`"),
         "{problem}"
     );
     assert_eq!(server.runs(), 0);

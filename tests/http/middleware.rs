@@ -1,6 +1,7 @@
 //! `IdempotentMiddleware`: the engine on every write route of a scope, and how it composes with
 //! `#[idempotent]` handlers inside that scope.
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{post, web, HttpResponse};
 use futures_util::future::join_all;
@@ -163,7 +164,9 @@ async fn only_the_configured_methods_are_protected() {
 
 #[actix_web::test]
 async fn tenant_scope_uses_the_apps_tenant_resolver() {
-    let config = Idempotency::builder().tenant_from_header("X-Tenant-Id").build();
+    let config = Idempotency::builder()
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
+        .build();
     let server = serve_with(config, scope_with(IdempotentMiddleware::new().scope(Scope::Tenant)));
     let key = new_key();
     let keyed = |tenant: &'static str| server.post("/v1/orders").insert_header(("X-Tenant-Id", tenant));
@@ -179,7 +182,9 @@ async fn tenant_scope_uses_the_apps_tenant_resolver() {
 
 #[actix_web::test]
 async fn its_own_configuration_overrides_the_apps() {
-    let own = Idempotency::builder().replay_header("X-Replayed").build();
+    let own = Idempotency::builder()
+        .replay_header(HeaderName::from_static("x-replayed"))
+        .build();
     let server = serve(scope_with(IdempotentMiddleware::new().config(own)));
     let key = new_key();
     send_keyed(server.post("/v1/orders"), &key, &json!({})).await;
@@ -286,7 +291,9 @@ async fn nested_middlewares_protect_a_request_once() {
 
 #[actix_web::test]
 async fn a_middleware_wrapping_a_scope_reads_the_scopes_configuration() {
-    let scoped = Idempotency::builder().replay_header("X-Scope-Replayed").build();
+    let scoped = Idempotency::builder()
+        .replay_header(HeaderName::from_static("x-scope-replayed"))
+        .build();
     let server = serve(move |cfg: &mut web::ServiceConfig| {
         cfg.service(
             web::scope("/v1")

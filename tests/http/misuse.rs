@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::{post, web, HttpResponse};
 use idempotent_actix::{idempotent, Idempotency, IdempotencyKey, IdempotentMiddleware, MemoryStore};
 use serde_json::json;
@@ -125,7 +126,7 @@ async fn inside_the_middlewares_scope_the_attributes_fingerprint_applies() {
 async fn inside_the_middlewares_scope_the_attributes_tenant_scope_applies() {
     let config = Idempotency::builder()
         .store(MemoryStore::default())
-        .tenant_from_header("X-Tenant-Id")
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
         .build();
     let server = serve_with(config, behind_the_middleware);
     let key = new_key();
@@ -194,7 +195,7 @@ async fn forwarding_unannotated(key: IdempotencyKey) -> HttpResponse {
 async fn a_handler_reads_its_key_and_tenant_to_forward_them_downstream() {
     let config = Idempotency::builder()
         .store(MemoryStore::default())
-        .tenant_from_header("X-Tenant-Id")
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
         .build();
     let server = serve_with(config, |cfg| {
         cfg.service(forwarding).service(
@@ -307,7 +308,7 @@ async fn slow_tenant_order(runs: web::Data<Runs>, req: actix_web::HttpRequest) -
 async fn behind_a_global_middleware_two_tenants_sending_one_key_at_once_get_their_own_responses() {
     let config = Idempotency::builder()
         .store(MemoryStore::default())
-        .tenant_from_header("X-Tenant-Id")
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
         .build();
     let server = serve_unconfigured_on(1, move |cfg| {
         cfg.app_data(config.clone()).service(
@@ -424,7 +425,7 @@ async fn a_handler_running_unprotected_after_a_store_failure_still_gets_its_key(
     let config = Idempotency::builder()
         .store(store)
         .fail_open(true)
-        .tenant_from_header("X-Tenant-Id")
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
         .build();
     let server = serve_with(config, |cfg| {
         cfg.service(

@@ -1,3 +1,4 @@
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 use idempotent_actix::{idempotent, Idempotency};
@@ -118,7 +119,9 @@ async fn only_the_replay_is_marked_idempotency_replayed() {
 
 #[actix_web::test]
 async fn the_replay_marker_uses_the_configured_header_name() {
-    let idempotency = Idempotency::builder().replay_header("X-Idempotency-Replayed").build();
+    let idempotency = Idempotency::builder()
+        .replay_header(HeaderName::from_static("x-idempotency-replayed"))
+        .build();
     let server = serve_with(idempotency, routes);
     let key = new_key();
     let body = json!({ "item": "mug" });

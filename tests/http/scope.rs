@@ -1,3 +1,4 @@
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpMessage, HttpRequest, HttpResponse};
 use idempotent_actix::{idempotent, Idempotency};
@@ -22,7 +23,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn tenant_from_header() -> Idempotency {
-    Idempotency::builder().tenant_from_header("X-Tenant-Id").build()
+    Idempotency::builder()
+        .tenant_from_header(HeaderName::from_static("x-tenant-id"))
+        .build()
 }
 
 async fn order(server: &TestServer, key: &str, tenant: Option<&str>) -> Reply {

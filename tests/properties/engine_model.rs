@@ -24,6 +24,7 @@ use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::header::HeaderName;
 use actix_web::{post, web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::future::join_all;
 use idempotent_actix::{idempotent, Idempotency, MemoryStore, Store};
@@ -65,7 +66,7 @@ fn postgres_store_keeps_the_engine_invariants() {
         actix_web::rt::System::new().block_on(servers::postgres_store());
         let url = format!("postgres://postgres@{}/postgres", servers::POSTGRES_ADDR);
         check(
-            move || Arc::new(idempotent_actix::PostgresStore::new(&url).expect("a valid URL")),
+            move || Arc::new(idempotent_actix::store::PostgresStore::new(&url).expect("a valid URL")),
             12,
         );
     }
@@ -252,7 +253,7 @@ impl Server {
             actix_web::rt::System::new().block_on(async move {
                 let idempotency = Idempotency::builder()
                     .shared_store(store())
-                    .tenant_from_header("X-Tenant-Id")
+                    .tenant_from_header(HeaderName::from_static("x-tenant-id"))
                     .namespace(format!("properties-{}:", uuid::Uuid::new_v4()))
                     .wait_timeout(WAIT_BOUND)
                     .build();

@@ -25,8 +25,8 @@ pub fn server_up(name: &str, addr: &str) -> bool {
 
 /// A Redis store whose keys no other run uses. Call it inside the runtime that uses it.
 #[cfg(feature = "redis")]
-pub fn redis_store() -> idempotent_actix::RedisStore {
-    idempotent_actix::RedisStore::builder(&format!("redis://{REDIS_ADDR}/"))
+pub fn redis_store() -> idempotent_actix::store::RedisStore {
+    idempotent_actix::store::RedisStore::builder(&format!("redis://{REDIS_ADDR}/"))
         .key_prefix(format!("properties-{}:", uuid::Uuid::new_v4()))
         .build()
         .expect("a valid Redis URL")
@@ -34,9 +34,9 @@ pub fn redis_store() -> idempotent_actix::RedisStore {
 
 /// A migrated PostgreSQL store. Call it inside the runtime that uses it.
 #[cfg(feature = "postgres")]
-pub async fn postgres_store() -> idempotent_actix::PostgresStore {
+pub async fn postgres_store() -> idempotent_actix::store::PostgresStore {
     let url = format!("postgres://postgres@{POSTGRES_ADDR}/postgres");
-    let store = idempotent_actix::PostgresStore::new(&url).expect("a valid PostgreSQL URL");
+    let store = idempotent_actix::store::PostgresStore::new(&url).expect("a valid PostgreSQL URL");
     store.migrate().await.expect("migration");
     store
 }

@@ -530,24 +530,21 @@ fn record(namespace: &str, slot: usize, index: usize, request: u8, tombstone: bo
     let completion = if tombstone {
         Completion::Tombstone
     } else {
-        Completion::Response(StoredResponse {
-            status: StatusCode::CREATED,
-            headers: vec![
+        Completion::Response(StoredResponse::new(
+            StatusCode::CREATED,
+            vec![
                 (HeaderName::from_static("x-slot"), HeaderValue::from(slot)),
                 (HeaderName::from_static("x-op"), HeaderValue::from(index)),
                 (HeaderName::from_static("x-op"), HeaderValue::from_static("repeated")),
             ],
-            body: Bytes::from(format!("{namespace} slot {slot} operation {index}")),
-        })
+            Bytes::from(format!("{namespace} slot {slot} operation {index}")),
+        ))
     };
     // A tombstone is told apart by its fingerprint alone.
     let mut print = fingerprint(request);
     print.0[1..9].copy_from_slice(&(index as u64).to_be_bytes());
     print.0[9] = slot as u8;
-    Record {
-        fingerprint: print,
-        completion,
-    }
+    Record::new(print, completion)
 }
 
 /// Runs one store call (or several at once), bounded in time, and says when it ran.

@@ -61,7 +61,9 @@ pub(super) async fn prepare(
     let route = caller.route();
     let options = route.options();
     let header_key = key::from_headers(req.headers(), route.header()).map_err(IdempotencyError::KeyInvalid)?;
-    let missing = || IdempotencyError::KeyMissing { header: options.header };
+    let missing = || IdempotencyError::KeyMissing {
+        header: options.header.clone(),
+    };
     let (key, tenant, body, from_body) = match (header_key, options.key_from) {
         (Some(key), _) => {
             let tenant = tenant(caller, config, req)?;

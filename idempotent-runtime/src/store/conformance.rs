@@ -1,6 +1,20 @@
-//! The store conformance suite: the [contract](super) as executable checks.
+//! The store conformance suite: the [contract](super) as executable checks (cargo feature
+//! `conformance`).
 //!
-//! Every backend of this crate runs it against a real server; a store of your own can too:
+//! Every backend of this crate runs it against a real server. It is how the author of a
+//! [`Store`] of their own tests it: enable the feature in the dev-dependencies only, so the
+//! suite is built for the tests and never for the application,
+//!
+//! ```toml
+//! [dependencies]
+//! idempotent-actix = "0.1"
+//!
+//! [dev-dependencies]
+//! idempotent-actix = { version = "0.1", features = ["conformance"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! and run [`run_all`] from a test, against the server the store talks to:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -8,12 +22,14 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
+//! // In a test of your own store: `#[tokio::test]` and `Arc::new(MyStore::connect(...))`.
 //! conformance::run_all(Arc::new(MemoryStore::default())).await;
 //! # }
 //! ```
 //!
-//! Each check uses keys of its own under a fresh namespace, so the suite can run repeatedly
-//! against one shared server. A failed check panics with what the contract demands.
+//! Each check uses keys of its own under a fresh namespace ([`fresh_namespace`],
+//! [`fresh_key`]: use them in checks of your own too), so the suite can run repeatedly against
+//! one shared server. A failed check panics with what the contract demands.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

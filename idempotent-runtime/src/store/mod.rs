@@ -22,9 +22,11 @@
 //! (`TransactionalStore`, feature `postgres`), so the application's writes and the record
 //! commit together.
 //!
-//! [`conformance`] checks all of this; every backend runs it against a real server.
+//! The conformance suite (module `conformance`, cargo feature `conformance`) checks all of this;
+//! every backend of this crate runs it against a real server, and a store of your own can too.
 
 mod cached;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]

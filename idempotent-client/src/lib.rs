@@ -1,5 +1,6 @@
 //! A reqwest client that retries writes safely: one idempotency key per logical operation, kept
-//! across every retry (feature `client`).
+//! across every retry. Made for [`idempotent-actix`](https://docs.rs/idempotent-actix) servers,
+//! whose applications also reach it as `idempotent_actix::client` (feature `client`).
 //!
 //! [`IdempotentRetry`] is a [`reqwest_middleware::Middleware`]. For every request whose method is
 //! not `GET`, `HEAD`, `OPTIONS` or `TRACE` it:
@@ -27,8 +28,8 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! use idempotent_runtime::client::reqwest_middleware::{reqwest, ClientBuilder};
-//! use idempotent_runtime::client::{IdempotentRetry, ResponseExt, RetryPolicy};
+//! use idempotent_client::reqwest_middleware::{reqwest, ClientBuilder};
+//! use idempotent_client::{IdempotentRetry, ResponseExt, RetryPolicy};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // reqwest's own timeout bounds each attempt; a timed-out attempt is retried.
@@ -97,6 +98,7 @@
 //!
 //! Each retry, and each decision to stop early, is a `tracing` debug event with the attempt
 //! number, the status or transport error, and the delay. Keys and bodies are never logged.
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -108,7 +110,7 @@ use reqwest_middleware::{Middleware, Next};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-/// The reqwest-middleware crate this module is built on, and through it
+/// The reqwest-middleware crate this crate is built on, and through it
 /// `reqwest_middleware::reqwest`: the versions [`IdempotentRetry`] works with.
 #[doc(no_inline)]
 pub use reqwest_middleware;
@@ -129,7 +131,7 @@ pub use reqwest_middleware;
 /// ```
 /// use std::time::Duration;
 ///
-/// use idempotent_runtime::client::RetryPolicy;
+/// use idempotent_client::RetryPolicy;
 ///
 /// // The defaults: 5 attempts, 30 s in all, backoff windows of 100 ms, 200 ms, 400 ms, ... up to 5 s.
 /// let patient = RetryPolicy::default();
@@ -198,8 +200,8 @@ impl RetryPolicy {
 
 /// The middleware: one idempotency key per `send`, retried under a [`RetryPolicy`].
 ///
-/// Add it to a [`reqwest_middleware::ClientBuilder`] with `.with(...)`; the module
-/// documentation describes what it retries and why.
+/// Add it to a [`reqwest_middleware::ClientBuilder`] with `.with(...)`; the [crate
+/// documentation](crate) describes what it retries and why.
 ///
 /// # Errors
 ///
@@ -220,16 +222,17 @@ impl RetryPolicy {
 /// here, then with the replay).
 ///
 /// ```no_run
-/// use idempotent_runtime::client::reqwest_middleware::{reqwest, ClientBuilder};
-/// use idempotent_runtime::client::{IdempotentRetry, RetryPolicy};
+/// use idempotent_client::reqwest_middleware::reqwest::{self, header::HeaderName};
+/// use idempotent_client::reqwest_middleware::ClientBuilder;
+/// use idempotent_client::{IdempotentRetry, RetryPolicy};
 ///
 /// // A server whose routes read the key from `X-Idempotency-Key` and mark replays with
 /// // `X-Idempotency-Replayed`.
 /// let client = ClientBuilder::new(reqwest::Client::new())
 ///     .with(
 ///         IdempotentRetry::new(RetryPolicy::default())
-///             .key_header("X-Idempotency-Key")
-///             .replay_header("X-Idempotency-Replayed"),
+///             .key_header(HeaderName::from_static("x-idempotency-key"))
+///             .replay_header(HeaderName::from_static("x-idempotency-replayed")),
 ///     )
 ///     .build();
 /// ```
@@ -262,22 +265,18 @@ impl IdempotentRetry {
     /// The header that carries the key (default `Idempotency-Key`); match the server route's
     /// `header = "..."`. A caller-supplied key is read from this header too.
     ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid header name.
-    pub fn key_header(mut self, name: &str) -> Self {
-        self.key_header = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+    /// A name is checked where it is made: `HeaderName::from_static("x-idempotency-key")` (in
+    /// lowercase) for a constant, `HeaderName::try_from(name)` (any case, with an error to
+    /// handle) for a name read from configuration.
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        self.key_header = name;
         self
     }
 
     /// The header whose value `true` marks a replayed response (default `Idempotency-Replayed`);
     /// match the server's `IdempotencyBuilder::replay_header`.
-    ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid header name.
-    pub fn replay_header(mut self, name: &str) -> Self {
-        self.replay_header = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+    pub fn replay_header(mut self, name: HeaderName) -> Self {
+        self.replay_header = name;
         self
     }
 
@@ -446,8 +445,8 @@ mod sealed {
 /// Reads the [`RetryOutcome`] of a `reqwest::Response`.
 ///
 /// ```no_run
-/// use idempotent_runtime::client::reqwest_middleware::ClientWithMiddleware;
-/// use idempotent_runtime::client::ResponseExt;
+/// use idempotent_client::reqwest_middleware::ClientWithMiddleware;
+/// use idempotent_client::ResponseExt;
 ///
 /// # async fn pay(client: &ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
 /// let response = client.post("https://shop.example/payments").body("{}").send().await?;
