@@ -276,7 +276,7 @@ pub trait Store: Send + Sync + 'static {
 /// if let Claim::Acquired(token) = store.claim(&key, fingerprint, Duration::from_secs(30)).await? {
 ///     let transaction = store.begin().await?;
 ///     transaction.execute("INSERT INTO imports (name) VALUES ($1)", &[&"2024-05"]).await.map_err(StoreError::unavailable)?;
-///     let record = Arc::new(Record { fingerprint, completion: Completion::Response(response) });
+///     let record = Arc::new(Record::new(fingerprint, Completion::Response(response)));
 ///     let stored = store.complete_in(transaction, &key, token, record, Duration::from_secs(86_400)).await?;
 ///     // `false`: the lease lapsed and another execution took the key over; the insert was rolled back.
 ///     assert!(stored);
