@@ -10,6 +10,8 @@
 #   ROUNDS       rounds of the four variants [2]       CONNECTIONS  wrk connections [32]
 #   BODY_BYTES   request (and response) body [1024]    WORKERS  server workers [1]
 #   PORT         bare server port; annotated is PORT+1 [8088]   CAPACITY_MIB store size [64]
+#   SERVER       a bench_server binary to load instead of building this tree's (to compare two
+#                builds on the same machine state)
 #
 # One wrk thread and one server worker: on a two-core machine each gets a core. The server's
 # CPU time per request (from /proc) is reported next to throughput: it does not depend on
@@ -34,10 +36,13 @@ if ! command -v wrk >/dev/null; then
     apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --example bench_server
+if [[ -z ${SERVER:-} ]]; then
+    cargo build --release --example bench_server
+    SERVER=$TARGET_DIR/release/examples/bench_server
+fi
 
 log=$(mktemp)
-"$TARGET_DIR/release/examples/bench_server" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" --workers "$WORKERS" \
+"$SERVER" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" --workers "$WORKERS" \
     --capacity-mib "$CAPACITY_MIB" --max-response-bytes $((2 * BODY_BYTES + 4096)) >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT

@@ -15,6 +15,7 @@
 #   CAPACITY_MIB memory store size [4]: small, so the unique-key variant runs with a full,
 #                evicting store, as a long-running server does
 #   KEEP         a directory to keep each variant's callgrind profile in, for callgrind_annotate
+#   SERVER       a bench_server binary to count instead of building this tree's
 #
 # Instructions are not time (a cache miss costs no instruction), so BENCHMARKS.md reports both.
 set -euo pipefail
@@ -36,11 +37,14 @@ for tool in wrk valgrind; do
     fi
 done
 
-cargo build --release --example bench_server
+if [[ -z ${SERVER:-} ]]; then
+    cargo build --release --example bench_server
+    SERVER=$TARGET_DIR/release/examples/bench_server
+fi
 
 work=$(mktemp -d)
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
-    "$TARGET_DIR/release/examples/bench_server" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" \
+    "$SERVER" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" \
     --workers 1 --capacity-mib "$CAPACITY_MIB" --max-response-bytes $((2 * BODY_BYTES + 4096)) >"$work/log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
