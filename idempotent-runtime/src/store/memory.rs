@@ -41,7 +41,8 @@ const ENTRY_OVERHEAD: usize = 576;
 /// (key + headers + body + a fixed per-record cost of 576 bytes, what the store really keeps
 /// per record, so the capacity bounds resident memory). When full, it evicts the least recently
 /// used records (the oldest of each shard in turn, down to 1/64 below the capacity), never a
-/// just-stored response while another can go. Evicting a record before its ttl means a retry of that key runs again: every such eviction is counted
+/// just-stored response while another can go. Evicting a record before its ttl means a retry
+/// of that key runs again: every such eviction is counted
 /// ([`MemoryStore::evicted_live_records`]) and logged. Size the capacity for your traffic.
 ///
 /// A released key is remembered for a day (at most 100,000 of them), so that its next claim is
