@@ -11,6 +11,8 @@
 //!   the largest growth of resident memory seen (target: never past 64 MiB).
 //! - **through the engine**: records made by an annotated handler answering 1 KiB of JSON,
 //!   so the body is whatever buffer the handler's serialiser left.
+//! - **floors**: what the store keeps per key holding only a claim, and, for comparison, what
+//!   moka keeps per entry as `CachedStore` configures it.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -163,11 +165,10 @@ fn through_engine(count: u64) -> String {
     })
 }
 
-/// What moka alone keeps per entry, configured as the memory store configures it (byte weigher,
-/// LRU, per-entry expiry, eviction listener), holding a `u64` key and an empty value: the floor
-/// under any record the memory store keeps, whatever the record's own layout.
+/// What moka alone keeps per entry, configured as `CachedStore` configures its local copies
+/// (byte weigher, LRU, per-entry expiry), holding a `u64` key and an empty value: for comparison
+/// with the memory store's own table.
 fn moka_floor(count: u64) -> String {
-    use moka::notification::RemovalCause;
     use moka::policy::EvictionPolicy;
 
     struct Forever;
@@ -176,17 +177,11 @@ fn moka_floor(count: u64) -> String {
             Some(Duration::from_secs(24 * 60 * 60))
         }
     }
-    let evicted = std::sync::atomic::AtomicU64::new(0);
     let cache: moka::sync::Cache<u64, ()> = moka::sync::Cache::builder()
         .max_capacity(u64::MAX / 4)
         .weigher(|_: &u64, _: &()| 1)
         .eviction_policy(EvictionPolicy::lru())
         .expire_after(Forever)
-        .eviction_listener(move |_, _, cause| {
-            if cause == RemovalCause::Size {
-                evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        })
         .build();
     cache.insert(u64::MAX, ());
     cache.run_pending_tasks();
@@ -198,6 +193,27 @@ fn moka_floor(count: u64) -> String {
     assert_eq!(cache.entry_count(), count + 1);
     let per_entry = rss_bytes().saturating_sub(before) as f64 / count as f64;
     format!("| moka alone (`u64` key, empty value) | — | {count} | {per_entry:.0} B | | floor |")
+}
+
+/// What the memory store keeps per key before any record: `count` claims that are never
+/// completed (the table's slot and index entry, and the key).
+fn claims_floor(count: u64) -> String {
+    let store = MemoryStore::with_capacity(u64::MAX / 4);
+    let lease = Duration::from_secs(3600);
+    let claim = |n| {
+        store
+            .claim(&key(n), FINGERPRINT, lease)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+    };
+    claim(u64::MAX);
+    let before = rss_bytes();
+    for n in 0..count {
+        assert!(matches!(claim(n), Claim::Acquired(_)));
+    }
+    let per_key = rss_bytes().saturating_sub(before) as f64 / count as f64;
+    format!("| store, claims only (UUID key, no record) | — | {count} | {per_key:.0} B | | floor |")
 }
 
 fn verdict(held: bool) -> &'static str {
@@ -214,6 +230,7 @@ fn measure(what: &str, arg: u64) -> String {
         "bounded" => bounded(arg as usize),
         "engine" => through_engine(arg),
         "moka-floor" => moka_floor(arg),
+        "claims-floor" => claims_floor(arg),
         other => panic!("unknown measurement {other}"),
     }
 }
@@ -244,6 +261,7 @@ fn main() {
         run("per-record", body_len);
     }
     run("engine", 50_000);
+    run("claims-floor", 200_000);
     run("moka-floor", 200_000);
     println!("\nA store of 64 MiB fed four times its capacity (targets: bodies at least 90% of it, RSS growth at most 64 MiB)\n");
     println!("| body | records held of stored | evicted live | bodies / capacity | peak RSS growth |");

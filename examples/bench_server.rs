@@ -1,7 +1,7 @@
 //! The server `scripts/bench-http.sh` loads: one handler served bare and annotated.
 //!
 //! `cargo run --release --example bench_server -- [--bare ADDR] [--annotated ADDR] [--workers N]
-//! [--capacity-mib N] [--max-response-bytes N]`
+//! [--capacity-mib N] [--max-response-bytes N] [--store memory|null]`
 //!
 //! Two servers in one process, so both handlers are the first route of their app and pay the
 //! same routing cost:
@@ -14,6 +14,10 @@
 //! - `GET /stats` on both: how often each handler body ran, and the store's record count,
 //!   evictions and accounted bytes.
 //!
+//! `--store null` puts a store that keeps nothing behind the annotated handler (every claim is
+//! acquired, every completion accepted and dropped): what the engine costs with a store that
+//! costs nothing, the ceiling any store can reach on this handler. Replays then execute again.
+//!
 //! The handlers are in `benches/support/orders.rs`, shared with `benches/engine.rs`.
 
 #[path = "../benches/support/orders.rs"]
@@ -21,9 +25,40 @@ mod orders;
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix_web::{get, web, App, HttpResponse, HttpServer};
-use idempotent_actix::{Idempotency, MemoryStore};
+use idempotent_actix::{
+    Claim, FencingToken, Fingerprint, Idempotency, Lookup, MemoryStore, Record, RecordKey, Store, StoreError,
+};
 use orders::{annotated, bare, Runs};
+
+/// Keeps nothing: every claim is acquired and every completion dropped.
+struct NullStore;
+
+#[async_trait::async_trait]
+impl Store for NullStore {
+    async fn claim(&self, _: &RecordKey, _: Fingerprint, _: Duration) -> Result<Claim, StoreError> {
+        Ok(Claim::Acquired(FencingToken(1)))
+    }
+
+    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Arc<Record>, _: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn lookup(&self, _: &RecordKey) -> Result<Lookup, StoreError> {
+        Ok(Lookup::Absent)
+    }
+}
 
 #[get("/stats")]
 async fn stats(runs: web::Data<Runs>, store: web::Data<MemoryStore>) -> HttpResponse {
@@ -42,6 +77,7 @@ struct Args {
     workers: usize,
     capacity_mib: u64,
     max_response_bytes: Option<usize>,
+    null_store: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
         workers: 1,
         capacity_mib: 64,
         max_response_bytes: None,
+        null_store: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
@@ -65,14 +102,21 @@ fn parse_args() -> Result<Args, String> {
             "--workers" => args.workers = number(value()?)? as usize,
             "--capacity-mib" => args.capacity_mib = number(value()?)?,
             "--max-response-bytes" => args.max_response_bytes = Some(number(value()?)? as usize),
+            "--store" => {
+                args.null_store = match value()?.as_str() {
+                    "memory" => false,
+                    "null" => true,
+                    other => return Err(format!("--store: `{other}`; expected memory or null")),
+                }
+            }
             "-h" | "--help" => {
                 return Err("usage: bench_server [--bare ADDR] [--annotated ADDR] [--workers N] [--capacity-mib N] \
-                            [--max-response-bytes N]"
+                            [--max-response-bytes N] [--store memory|null]"
                     .into())
             }
             other => {
                 return Err(format!(
-                    "unknown flag `{other}`; expected --bare, --annotated, --workers, --capacity-mib or --max-response-bytes"
+                    "unknown flag `{other}`; expected --bare, --annotated, --workers, --capacity-mib, --max-response-bytes or --store"
                 ))
             }
         }
@@ -87,7 +131,10 @@ async fn main() -> std::io::Result<()> {
         std::process::exit(2);
     });
     let store = MemoryStore::with_capacity(args.capacity_mib << 20);
-    let mut builder = Idempotency::builder().store(store.clone());
+    let mut builder = match args.null_store {
+        true => Idempotency::builder().store(NullStore),
+        false => Idempotency::builder().store(store.clone()),
+    };
     if let Some(bytes) = args.max_response_bytes {
         builder = builder.max_response_bytes(bytes);
     }

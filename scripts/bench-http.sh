@@ -10,6 +10,10 @@
 #   ROUNDS       rounds of the four variants [2]       CONNECTIONS  wrk connections [32]
 #   BODY_BYTES   request (and response) body [1024]    WORKERS  server workers [1]
 #   PORT         bare server port; annotated is PORT+1 [8088]   CAPACITY_MIB store size [64]
+#   STORE        memory, or null: a store that keeps nothing, for what the engine alone costs
+#                (replays then execute again) [memory]
+#   SERVER       a bench_server binary to load instead of building this tree's (to compare two
+#                builds on the same machine state)
 #
 # One wrk thread and one server worker: on a two-core machine each gets a core. The server's
 # CPU time per request (from /proc) is reported next to throughput: it does not depend on
@@ -25,6 +29,7 @@ BODY_BYTES=${BODY_BYTES:-1024}
 WORKERS=${WORKERS:-1}
 PORT=${PORT:-8088}
 CAPACITY_MIB=${CAPACITY_MIB:-64}
+STORE=${STORE:-memory}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SCRIPT=scripts/bench-post.lua
 
@@ -34,11 +39,16 @@ if ! command -v wrk >/dev/null; then
     apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --example bench_server
+if [[ -z ${SERVER:-} ]]; then
+    cargo build --release --example bench_server
+    SERVER=$TARGET_DIR/release/examples/bench_server
+fi
 
+store_flag=()
+[[ $STORE == memory ]] || store_flag=(--store "$STORE")
 log=$(mktemp)
-"$TARGET_DIR/release/examples/bench_server" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" --workers "$WORKERS" \
-    --capacity-mib "$CAPACITY_MIB" --max-response-bytes $((2 * BODY_BYTES + 4096)) >"$log" 2>&1 &
+"$SERVER" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" --workers "$WORKERS" \
+    --capacity-mib "$CAPACITY_MIB" --max-response-bytes $((2 * BODY_BYTES + 4096)) "${store_flag[@]}" >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
 listening() { [[ $(grep -c '^listening on' "$log") -ge 2 ]]; }
@@ -109,7 +119,7 @@ for round in $(seq "$ROUNDS"); do
                 echo "unique keys: $requests requests but $executed executions" >&2
                 exit 1
             } ;;
-            replay) [[ $executed -le 1 ]] || { echo "replays: $executed executions" >&2; exit 1; } ;;
+            replay) [[ $STORE == null || $executed -le 1 ]] || { echo "replays: $executed executions" >&2; exit 1; } ;;
         esac
         result_rps[$variant,$round]=$rps
         result_p99[$variant,$round]=$p99
@@ -120,7 +130,7 @@ done
 
 echo
 echo "$(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), wrk -t1 -c$CONNECTIONS, $DURATION per variant per round," \
-    "$BODY_BYTES B bodies, $WORKERS server worker(s), memory store of $CAPACITY_MIB MiB"
+    "$BODY_BYTES B bodies, $WORKERS server worker(s), $STORE store ($CAPACITY_MIB MiB for memory)"
 echo "records held: $(stat records), evicted before their ttl: $(stat evicted_live_records)"
 echo
 header="| variant | target |"

@@ -15,6 +15,9 @@
 #   CAPACITY_MIB memory store size [4]: small, so the unique-key variant runs with a full,
 #                evicting store, as a long-running server does
 #   KEEP         a directory to keep each variant's callgrind profile in, for callgrind_annotate
+#   SERVER       a bench_server binary to count instead of building this tree's
+#   STORE        memory, or null: a store that keeps nothing, for what the engine alone costs
+#                (replays then execute again) [memory]
 #
 # Instructions are not time (a cache miss costs no instruction), so BENCHMARKS.md reports both.
 set -euo pipefail
@@ -25,6 +28,7 @@ CONNECTIONS=${CONNECTIONS:-4}
 BODY_BYTES=${BODY_BYTES:-1024}
 PORT=${PORT:-8098}
 CAPACITY_MIB=${CAPACITY_MIB:-4}
+STORE=${STORE:-memory}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SCRIPT=scripts/bench-post.lua
 
@@ -36,12 +40,17 @@ for tool in wrk valgrind; do
     fi
 done
 
-cargo build --release --example bench_server
+if [[ -z ${SERVER:-} ]]; then
+    cargo build --release --example bench_server
+    SERVER=$TARGET_DIR/release/examples/bench_server
+fi
 
+store_flag=()
+[[ $STORE == memory ]] || store_flag=(--store "$STORE")
 work=$(mktemp -d)
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
-    "$TARGET_DIR/release/examples/bench_server" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" \
-    --workers 1 --capacity-mib "$CAPACITY_MIB" --max-response-bytes $((2 * BODY_BYTES + 4096)) >"$work/log" 2>&1 &
+    "$SERVER" --bare "127.0.0.1:$PORT" --annotated "127.0.0.1:$((PORT + 1))" \
+    --workers 1 --capacity-mib "$CAPACITY_MIB" --max-response-bytes $((2 * BODY_BYTES + 4096)) "${store_flag[@]}" >"$work/log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 listening() { [[ $(grep -c '^listening on' "$work/log") -ge 2 ]]; }
@@ -119,7 +128,7 @@ for variant in "${variants[@]}"; do
 done
 
 echo
-echo "callgrind, wrk -t1 -c$CONNECTIONS, $DURATION per variant, $BODY_BYTES B bodies, one server worker, memory store of $CAPACITY_MIB MiB"
+echo "callgrind, wrk -t1 -c$CONNECTIONS, $DURATION per variant, $BODY_BYTES B bodies, one server worker, $STORE store ($CAPACITY_MIB MiB for memory)"
 echo
 echo "| variant | target | instructions / request | ratio to bare | without SHA-256 blocks | ratio to bare |"
 echo "|---|---|---|---|---|---|"

@@ -45,7 +45,9 @@ pub(super) async fn lead(
         adopted: adopted.map(|held| (held.token, held.first_attempt)),
     };
     let task = tracker.track_future(leader.lead(req, run).in_current_span());
-    match actix_web::rt::spawn(task).await {
+    // Boxed before it is spawned, so the leader's future is not moved (copied) twice on its
+    // way into the task.
+    match actix_web::rt::spawn(Box::pin(task)).await {
         Ok(answer) => answer,
         // Only when the runtime shuts down under the task; the hook has no request here.
         Err(_) => {

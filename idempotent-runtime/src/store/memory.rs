@@ -1,32 +1,54 @@
-//! The in-process store: completed records in a moka cache bounded in bytes, claims in a
-//! sharded map.
+//! The in-process store: claims, completed records and release marks in one sharded table
+//! (`table.rs`), bounded in bytes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use super::records::RecordCache;
+use super::table::{Evicted, KeyHash, Shard, Totals};
 use super::{Claim, FencingToken, Lookup, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
-/// How many released keys a store remembers (about 100 bytes each).
-const RELEASED_KEPT: u64 = 100_000;
+/// How many released keys a store remembers at most, and for how long.
+const RELEASED_KEPT: usize = 100_000;
+const RELEASES_REMEMBERED: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A full store evicts down to `capacity - capacity / EVICTION_BATCH`: records freed together
+/// leave holes large enough for the next ones, where one at a time they leave holes that
+/// smaller allocations split (resident memory then grew to twice the capacity, `benches/memory.rs`).
+const EVICTION_BATCH: u64 = 64;
 
 /// Default capacity: 64 MiB of records.
 const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 
+/// Bookkeeping the store spends per record beyond its key, headers and body, counted in the
+/// weight so that the capacity bounds resident memory, not only payloads: the table's slot and
+/// index entry, the `Arc<Record>`, the header vector, the allocator's own headers and the
+/// slack of a heap that frees and reuses records all the time. `benches/memory.rs`: 550-640 B
+/// resident per record beyond the body (key and headers included); with this cost a 64 MiB
+/// store fed four times its capacity grows the process by 62.6 MiB (1 KiB bodies) to 65.9 MiB
+/// (16 KiB).
+const ENTRY_OVERHEAD: usize = 576;
+
 /// The in-process store (the default): one process, tests and development.
 ///
-/// Completed records live in a [moka](https://docs.rs/moka) cache with a per-entry ttl and a
-/// capacity in bytes (headers + body + a fixed per-entry cost). When full, the least recently
-/// used record is evicted (LRU, so a just-stored response is never the one refused). Evicting a
-/// record before its ttl means a retry of that key runs again: every such eviction is counted
+/// Claims, completed records and the marks of released keys live in one table split into
+/// shards, each behind its own lock: a first execution takes a shard lock three times (look,
+/// claim, complete), a replay once. Records have a per-record ttl and share a capacity in bytes
+/// (key + headers + body + a fixed per-record cost of 576 bytes, what the store really keeps
+/// per record, so the capacity bounds resident memory). When full, it evicts the least recently
+/// used records (the oldest of each shard in turn, down to 1/64 below the capacity), never a
+/// just-stored response while another can go. Evicting a record before its ttl means a retry
+/// of that key runs again: every such eviction is counted
 /// ([`MemoryStore::evicted_live_records`]) and logged. Size the capacity for your traffic.
+///
+/// A released key is remembered for a day (at most 100,000 of them), so that its next claim is
+/// [`Claim::Reacquired`]. A claim whose lease lapsed (its task was dropped) turns into such a
+/// mark when the store next sweeps past it; expired records are swept the same way, a few
+/// slots per claim, so nothing abandoned stays in memory.
 ///
 /// Clones share the same records.
 ///
@@ -54,21 +76,14 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    completed: RecordCache,
-    claims: DashMap<RecordKey, Claimed>,
-    /// Keys whose claim was released, so that their next claim is [`Claim::Reacquired`];
-    /// remembered for a day, at most [`RELEASED_KEPT`] of them.
-    released: moka::sync::Cache<RecordKey, ()>,
-    /// Whether any key was ever released: until then, first executions skip that cache.
-    any_released: std::sync::atomic::AtomicBool,
+    shards: Box<[Mutex<Shard>]>,
+    capacity: u64,
+    totals: Totals,
+    evicted: AtomicU64,
     next_token: AtomicU64,
     changed: Notify,
-}
-
-struct Claimed {
-    token: FencingToken,
-    fingerprint: Fingerprint,
-    lease_until: Instant,
+    /// Callers in [`Store::wait_for_change`]: with none, a change notifies nobody.
+    waiting: AtomicUsize,
 }
 
 impl Default for MemoryStore {
@@ -79,8 +94,8 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     /// A store holding at most `capacity_bytes` of records: key, headers, body and a fixed
-    /// per-record cost of 768 bytes, what the cache really keeps per record, so the capacity
-    /// bounds resident memory (a 64 MiB store grows the process by 64–65 MiB when full).
+    /// per-record cost of 576 bytes, what the store really keeps per record, so the capacity
+    /// bounds resident memory.
     pub fn with_capacity(capacity_bytes: u64) -> Self {
         if crate::config::on_server_worker() {
             return Self::shared_by_workers(capacity_bytes);
@@ -115,112 +130,159 @@ impl MemoryStore {
     }
 
     fn private(capacity_bytes: u64) -> Self {
+        // A few shards per core keep two workers off each other's lock.
+        let cores = std::thread::available_parallelism().map_or(4, usize::from);
+        let shards = (cores * 4).next_power_of_two().clamp(8, 64);
+        Self::build(capacity_bytes, shards, RELEASED_KEPT)
+    }
+
+    fn build(capacity_bytes: u64, shards: usize, released_kept: usize) -> Self {
+        assert!(shards.is_power_of_two());
+        let released_kept = released_kept.div_ceil(shards);
         Self {
             inner: Arc::new(Inner {
-                completed: RecordCache::authoritative(capacity_bytes),
-                claims: DashMap::new(),
-                released: moka::sync::Cache::builder()
-                    .max_capacity(RELEASED_KEPT)
-                    .time_to_live(Duration::from_secs(24 * 60 * 60))
-                    .build(),
-                any_released: std::sync::atomic::AtomicBool::new(false),
+                shards: (0..shards)
+                    .map(|_| Mutex::new(Shard::new(released_kept, RELEASES_REMEMBERED)))
+                    .collect(),
+                capacity: capacity_bytes,
+                totals: Totals::default(),
+                evicted: AtomicU64::new(0),
                 next_token: AtomicU64::new(1),
                 changed: Notify::new(),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
 
     /// How many records were evicted for lack of space before their ttl ran out.
     pub fn evicted_live_records(&self) -> u64 {
-        self.inner.completed.evicted()
+        self.inner.evicted.load(Ordering::Relaxed)
     }
 
-    /// Completed records currently held (exact: runs moka's pending maintenance first).
+    /// Completed records currently held.
     pub fn record_count(&self) -> u64 {
-        self.inner.completed.entry_count()
+        self.inner.totals.records.load(Ordering::Relaxed)
     }
 
     /// Bytes currently accounted to completed records.
     pub fn weighted_size(&self) -> u64 {
-        self.inner.completed.weighted_size()
+        self.inner.totals.weight.load(Ordering::Relaxed)
     }
 
-    /// Removes the key's record or claim and the memory of its release: a later claim is
-    /// [`Claim::Acquired`], as for a key never used. Whether anything was held.
+    /// Forgets `key`: its record, its claim or the mark of its release, so that its next claim
+    /// is [`Claim::Acquired`], as for a key never used. `false` if the store held nothing for
+    /// it. The holder of a forgotten claim can no longer complete, renew or release it.
     pub async fn forget(&self, key: &RecordKey) -> bool {
-        let inner = &self.inner;
-        let claimed = inner.claims.remove(key).is_some();
-        let completed = inner.completed.remove(key);
-        let released = inner.any_released.load(Ordering::Relaxed) && inner.released.remove(key).is_some();
-        inner.changed.notify_waiters();
-        claimed || completed || released
+        let forgot = self.shard(key).forget(key, &self.inner.totals);
+        self.changed();
+        forgot
     }
 
-    fn was_released(&self, key: &RecordKey) -> bool {
-        self.inner.any_released.load(Ordering::Relaxed) && self.inner.released.contains_key(key)
+    fn shard_index(&self, key: &RecordKey) -> usize {
+        use std::hash::BuildHasher;
+        // Bits the shard's own map does not use for its buckets (low bits) or tags (top bits).
+        (KeyHash.hash_one(key) >> 32) as usize & (self.inner.shards.len() - 1)
     }
 
-    fn completed(&self, key: &RecordKey) -> Option<Arc<Record>> {
-        self.inner.completed.get(key)
+    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, Shard> {
+        self.lock(self.shard_index(key))
     }
 
-    /// Runs `f` on the claim if `token` still holds it; `false` otherwise.
-    fn with_claim(&self, key: &RecordKey, token: FencingToken, f: impl FnOnce(Entry<'_, RecordKey, Claimed>)) -> bool {
-        match self.inner.claims.entry(key.clone()) {
-            Entry::Occupied(claim) if claim.get().token == token => {
-                f(Entry::Occupied(claim));
-                true
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        // A panic under the lock leaves the shard consistent: every method updates it in steps
+        // that cannot fail halfway.
+        self.inner.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn over_capacity(&self) -> bool {
+        self.weighted_size() > self.inner.capacity
+    }
+
+    /// Evicts least recently used records, one shard after another, until the store is a
+    /// little below its capacity; `kept` (just stored) goes only if nothing else is left.
+    fn make_room(&self, kept: &RecordKey) {
+        let shards = self.inner.shards.len();
+        let home = self.shard_index(kept);
+        let now = Instant::now();
+        let batch_end = self.inner.capacity - self.inner.capacity / EVICTION_BATCH;
+        for (spare, target) in [(Some(kept), batch_end), (None, self.inner.capacity)] {
+            let mut idle = 0;
+            let mut index = home;
+            while idle < shards && self.weighted_size() > target {
+                index = (index + 1) % shards;
+                match self.lock(index).evict_one(spare, now, &self.inner.totals) {
+                    Some(evicted) => {
+                        self.count(evicted);
+                        idle = 0;
+                    }
+                    None => idle += 1,
+                }
             }
-            _ => false,
         }
     }
+
+    fn count(&self, evicted: Evicted) {
+        if let Evicted::Live(key) = evicted {
+            self.inner.evicted.fetch_add(1, Ordering::Relaxed);
+            crate::observe::evicted();
+            tracing::warn!(
+                ?key,
+                "idempotency record evicted before its ttl: a retry of this key will run again"
+            );
+        }
+    }
+
+    /// Wakes the callers of [`Store::wait_for_change`], if any.
+    fn changed(&self) {
+        if self.inner.waiting.load(Ordering::SeqCst) > 0 {
+            self.inner.changed.notify_waiters();
+        }
+    }
+
+    fn next_token(&self) -> FencingToken {
+        FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Counts a caller of [`Store::wait_for_change`] while it waits, however its wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a record weighs against the capacity.
+fn weight_of(key: &RecordKey, record: &Record) -> u32 {
+    let weight = key.as_str().len() + record.payload_len() + ENTRY_OVERHEAD;
+    u32::try_from(weight).unwrap_or(u32::MAX)
 }
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
         let now = Instant::now();
-        // The engine has just looked for a completed record (`cached`), so it is looked for once
-        // more only where it matters: under the shard lock, which orders this claim against
-        // `complete` (it stores the record before it removes the claim).
-        let claim = match self.inner.claims.entry(key.clone()) {
-            Entry::Occupied(held) if held.get().lease_until > now => Claim::InFlight {
-                fingerprint: held.get().fingerprint,
-            },
-            entry => {
-                if let Some(record) = self.inner.completed.get_if_present(key) {
-                    return Ok(Claim::Completed(record));
-                }
-                let token = FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
-                let claimed = Claimed {
-                    token,
-                    fingerprint,
-                    lease_until: now + lease,
-                };
-                match entry {
-                    Entry::Occupied(mut lapsed) => {
-                        lapsed.insert(claimed);
-                        Claim::Reacquired(token)
-                    }
-                    Entry::Vacant(vacant) => {
-                        vacant.insert(claimed);
-                        match self.was_released(key) {
-                            true => Claim::Reacquired(token),
-                            false => Claim::Acquired(token),
-                        }
-                    }
-                }
-            }
-        };
+        let claim = self.shard(key).claim(
+            key,
+            fingerprint,
+            now,
+            now + lease,
+            || self.next_token(),
+            &self.inner.totals,
+        );
         Ok(claim)
     }
 
     async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
-        Ok(self.with_claim(key, token, |claim| {
-            if let Entry::Occupied(mut claim) = claim {
-                claim.get_mut().lease_until = Instant::now() + lease;
-            }
-        }))
+        Ok(self.shard(key).renew(key, token, Instant::now() + lease))
     }
 
     async fn complete(
@@ -230,57 +292,243 @@ impl Store for MemoryStore {
         record: Arc<Record>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let inner = &self.inner;
-        let held = self.with_claim(key, token, |claim| {
-            inner.completed.insert(key.clone(), record, Instant::now() + ttl);
-            if let Entry::Occupied(claim) = claim {
-                claim.remove();
-            }
-            if inner.any_released.load(Ordering::Relaxed) {
-                inner.released.invalidate(key);
-            }
-        });
-        inner.changed.notify_waiters();
+        let weight = weight_of(key, &record);
+        let expires_at = Instant::now() + ttl;
+        let held = self
+            .shard(key)
+            .complete(key, token, record, expires_at, weight, &self.inner.totals);
+        if held && self.over_capacity() {
+            self.make_room(key);
+        }
+        self.changed();
         Ok(held)
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
-        let released = self.with_claim(key, token, |claim| {
-            if let Entry::Occupied(claim) = claim {
-                claim.remove();
-            }
-        });
-        if released {
-            self.inner.any_released.store(true, Ordering::Relaxed);
-            self.inner.released.insert(key.clone(), ());
-        }
-        self.inner.changed.notify_waiters();
+        let released = self.shard(key).release(key, token, Instant::now(), &self.inner.totals);
+        self.changed();
         Ok(released)
     }
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
-        if let Some(record) = self.completed(key) {
-            return Ok(Lookup::Completed(record));
-        }
-        let lookup = match self.inner.claims.get(key) {
-            Some(claim) if claim.lease_until > Instant::now() => Lookup::InFlight {
-                fingerprint: claim.fingerprint,
-            },
-            _ => self.completed(key).map_or(Lookup::Absent, Lookup::Completed),
-        };
-        Ok(lookup)
+        Ok(self.shard(key).lookup(key, Instant::now()))
     }
 
     async fn wait_for_change(&self, _key: &RecordKey, timeout: Duration) -> Result<(), StoreError> {
+        let _waiting = Waiting::new(&self.inner.waiting);
         let _ = tokio::time::timeout(timeout, self.inner.changed.notified()).await;
         Ok(())
     }
 
     fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
-        self.completed(key)
+        self.shard(key).record(key, Instant::now())
     }
 
     async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
         Ok(MemoryStore::forget(self, key).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Completion, StoredResponse};
+    use actix_web::http::StatusCode;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const TTL: Duration = Duration::from_secs(60);
+    const FINGERPRINT: Fingerprint = Fingerprint([1; 32]);
+
+    fn key(n: usize) -> RecordKey {
+        RecordKey::new("test:", None, &format!("key-{n}"), None)
+    }
+
+    fn record(body_len: usize) -> Arc<Record> {
+        Arc::new(Record {
+            fingerprint: FINGERPRINT,
+            completion: Completion::Response(StoredResponse {
+                status: StatusCode::CREATED,
+                headers: Vec::new(),
+                body: vec![b'x'; body_len].into(),
+            }),
+        })
+    }
+
+    impl MemoryStore {
+        /// Keys held in any state, release marks included.
+        fn entries(&self) -> usize {
+            (0..self.inner.shards.len()).map(|index| self.lock(index).len()).sum()
+        }
+    }
+
+    async fn acquire(store: &MemoryStore, key: &RecordKey, lease: Duration) -> FencingToken {
+        match store.claim(key, FINGERPRINT, lease).await.unwrap() {
+            Claim::Acquired(token) => token,
+            other => panic!("a fresh key is acquired, got {other:?}"),
+        }
+    }
+
+    async fn store_record(store: &MemoryStore, key: &RecordKey, body_len: usize, ttl: Duration) {
+        let token = acquire(store, key, LEASE).await;
+        assert!(store.complete(key, token, record(body_len), ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_record_is_absent_and_its_key_is_acquired_again() {
+        let store = MemoryStore::default();
+        store_record(&store, &key(1), 16, TTL).await;
+        assert!(store.forget(&key(1)).await);
+        assert!(matches!(store.lookup(&key(1)).await.unwrap(), Lookup::Absent));
+        assert!(store.cached(&key(1)).is_none());
+        assert_eq!((store.record_count(), store.weighted_size()), (0, 0));
+        acquire(&store, &key(1), LEASE).await;
+        assert!(!store.forget(&key(2)).await, "nothing to forget");
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_release_makes_the_next_claim_a_first_attempt() {
+        let store = MemoryStore::default();
+        let token = acquire(&store, &key(1), LEASE).await;
+        assert!(store.release(&key(1), token).await.unwrap());
+        assert!(store.forget(&key(1)).await, "the release mark is forgotten");
+        acquire(&store, &key(1), LEASE).await;
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_claim_fences_out_its_holder() {
+        let store = MemoryStore::default();
+        let token = acquire(&store, &key(1), LEASE).await;
+        assert!(store.forget(&key(1)).await);
+        assert!(!store.renew(&key(1), token, LEASE).await.unwrap());
+        assert!(!store.complete(&key(1), token, record(16), TTL).await.unwrap());
+        assert!(!store.release(&key(1), token).await.unwrap());
+        let again = acquire(&store, &key(1), LEASE).await;
+        assert!(again > token);
+    }
+
+    #[tokio::test]
+    async fn lapsed_claims_are_swept_into_release_marks() {
+        let store = MemoryStore::default();
+        for n in 0..1000 {
+            acquire(&store, &key(n), Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Claims of other keys sweep past every lapsed claim; each becomes a release mark.
+        for n in 1000..3000 {
+            let token = acquire(&store, &key(n), LEASE).await;
+            assert!(store.complete(&key(n), token, record(16), TTL).await.unwrap());
+        }
+        for n in 0..1000 {
+            let again = store.claim(&key(n), FINGERPRINT, LEASE).await.unwrap();
+            assert!(
+                matches!(again, Claim::Reacquired(_)),
+                "a lapsed claim leaves a release mark, got {again:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn abandoned_claims_and_expired_records_do_not_stay_in_memory() {
+        let store = MemoryStore::default();
+        for n in 0..1000 {
+            acquire(&store, &key(n), Duration::from_millis(1)).await;
+            store_record(&store, &key(n + 1000), 16, Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for n in 2000..4000 {
+            let token = acquire(&store, &key(n), LEASE).await;
+            assert!(store.release(&key(n), token).await.unwrap());
+            assert!(store.forget(&key(n)).await);
+        }
+        assert_eq!(store.record_count(), 0, "expired records are swept");
+        assert_eq!(store.weighted_size(), 0);
+        assert_eq!(store.entries(), 1000, "only the marks of the lapsed claims are left");
+    }
+
+    #[tokio::test]
+    async fn release_marks_are_bounded_oldest_out_first() {
+        let store = MemoryStore::build(DEFAULT_CAPACITY, 1, 100);
+        for n in 0..300 {
+            let token = acquire(&store, &key(n), LEASE).await;
+            assert!(store.release(&key(n), token).await.unwrap());
+        }
+        assert_eq!(store.entries(), 100);
+        let newest = store.claim(&key(299), FINGERPRINT, LEASE).await.unwrap();
+        assert!(matches!(newest, Claim::Reacquired(_)), "{newest:?}");
+        acquire(&store, &key(0), LEASE).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_store_keeps_within_its_capacity_and_counts_every_eviction() {
+        let weight = weight_of(&key(0), &record(1000)) as u64;
+        let store = MemoryStore::build(10 * weight, 8, RELEASED_KEPT);
+        for n in 0..100 {
+            store_record(&store, &key(n), 1000, TTL).await;
+            assert!(store.weighted_size() <= 10 * weight);
+            assert!(store.cached(&key(n)).is_some(), "the newest record is kept");
+        }
+        assert_eq!(store.record_count() + store.evicted_live_records(), 100);
+        assert!(store.record_count() >= 9, "held {}", store.record_count());
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_records_are_evicted_first() {
+        let weight = weight_of(&key(100), &record(100)) as u64;
+        let store = MemoryStore::build(100 * weight, 1, RELEASED_KEPT);
+        for n in 0..100 {
+            store_record(&store, &key(n), 100, TTL).await;
+        }
+        assert!(store.cached(&key(0)).is_some(), "key 0 is now the most recently used");
+        store_record(&store, &key(100), 100, TTL).await;
+        let evicted = store.evicted_live_records() as usize;
+        assert!((1..5).contains(&evicted), "a small batch is evicted: {evicted}");
+        for n in 1..=evicted {
+            assert!(
+                store.cached(&key(n)).is_none(),
+                "key {n} was among the least recently used"
+            );
+        }
+        for n in (evicted + 1..=100).chain([0]) {
+            assert!(store.cached(&key(n)).is_some(), "key {n} is kept");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_larger_than_the_store_is_not_kept() {
+        let store = MemoryStore::build(1024, 8, RELEASED_KEPT);
+        store_record(&store, &key(1), 4096, TTL).await;
+        assert_eq!((store.record_count(), store.weighted_size()), (0, 0));
+        assert_eq!(store.evicted_live_records(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_record_is_never_served_and_its_key_is_acquired_again() {
+        let store = MemoryStore::default();
+        store_record(&store, &key(1), 16, Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.cached(&key(1)).is_none());
+        assert!(matches!(store.lookup(&key(1)).await.unwrap(), Lookup::Absent));
+        acquire(&store, &key(1), LEASE).await;
+        assert_eq!(store.record_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_by_a_completion() {
+        let store = MemoryStore::default();
+        let token = acquire(&store, &key(1), LEASE).await;
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                store.wait_for_change(&key(1), Duration::from_secs(10)).await.unwrap();
+                started.elapsed()
+            })
+        };
+        while store.inner.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(store.complete(&key(1), token, record(16), TTL).await.unwrap());
+        assert!(waiter.await.unwrap() < Duration::from_secs(5));
+        assert_eq!(store.inner.waiting.load(Ordering::SeqCst), 0);
     }
 }

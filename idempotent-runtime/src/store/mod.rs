@@ -38,6 +38,7 @@ mod records;
 mod redis;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod remote;
+mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
