@@ -536,3 +536,42 @@ async fn work_in_a_transaction_on_a_store_without_transactions_is_refused_and_re
         .unwrap();
     assert_eq!(value, 4, "the key was released");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_work_is_refused_or_runs_unprotected_when_failing_open() {
+    // A port nothing listens on: every connection is refused at once.
+    let down = || RedisStore::new("redis://127.0.0.1:1/").unwrap();
+    let closed = Idempotency::builder()
+        .store(down())
+        .store_timeout(Duration::from_millis(500))
+        .build();
+    let runs = AtomicUsize::new(0);
+    let work = |_| async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, Declined>(1)
+    };
+    match closed.work("charge").run::<i32, _, _, _>("message-9", work).await {
+        Err(WorkError::Refused(error)) => assert_eq!(error.code(), "idempotency_store_unavailable"),
+        other => panic!("expected the store to be unavailable, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "failing closed runs nothing");
+    let open = Idempotency::builder()
+        .store(down())
+        .store_timeout(Duration::from_millis(500))
+        .fail_open(true)
+        .build();
+    let value: i32 = open.work("charge").run("message-9", work).await.unwrap();
+    assert_eq!(
+        (value, runs.load(Ordering::SeqCst)),
+        (1, 1),
+        "failing open runs unprotected"
+    );
+    let refused = open
+        .work("charge")
+        .run_in_transaction::<i32, Declined, _>("message-9", async |_, _| unreachable!())
+        .await;
+    assert!(
+        matches!(&refused, Err(WorkError::Refused(error)) if error.code() == "idempotency_store_unavailable"),
+        "a transaction on a failed store is refused even failing open: {refused:?}"
+    );
+}
