@@ -361,9 +361,7 @@ mod enabled {
         }
 
         async fn release(&self, token: FencingToken) {
-            let Offer { config, key, .. } = &*self.offer;
-            // A failure is counted and logged; the claim then lapses with its lease.
-            let _ = store_call(config, "release", key, config.store().release(key, token)).await;
+            crate::engine::release(&self.offer.config, &self.offer.key, token).await;
         }
 
         async fn roll_back(&self, transaction: PostgresTransaction) {

@@ -469,9 +469,7 @@ impl Work {
     }
 
     async fn release(&self, id: &RecordKey, token: FencingToken) {
-        let store = &self.config.inner.store;
-        // A failure is counted and logged; the claim then lapses with its lease.
-        let _ = store_call(&self.config, "release", id, store.release(id, token)).await;
+        crate::engine::release(&self.config, id, token).await;
     }
 
     fn fenced(&self, id: &RecordKey) {

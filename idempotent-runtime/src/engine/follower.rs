@@ -5,7 +5,7 @@ use actix_web::{dev, HttpRequest};
 use tokio::time::Instant;
 
 use super::decide::{self, Running};
-use super::handoff::{run_upstream, Handoff};
+use super::handoff::run_upstream;
 use super::prepare::Keyed;
 use super::{Answer, Caller, Run};
 use crate::config::Idempotency;
@@ -66,9 +66,9 @@ async fn answer(
         Shared::Response(stored) => Answer::new(replay::replay(&stored, config, &req), Outcome::Replayed),
         // An annotated handler took the leader's request over: this duplicate goes down the
         // chain too, where that handler's engine groups it by its own options.
-        Shared::Delegated => match caller.handoff(None) {
-            Some(handoff) => {
-                let response = run_upstream(req, dev::Payload::from(keyed.body), Some(handoff), run).await;
+        Shared::Delegated => match caller.handoff() {
+            handoff @ Some(_) => {
+                let response = run_upstream(req, dev::Payload::from(keyed.body), handoff, run).await;
                 Answer {
                     response: response.into_response(),
                     outcome: None,
@@ -79,8 +79,7 @@ async fn answer(
         Shared::Busy => Answer::refused(config, &decide::busy(config, caller.route().options().in_flight), &req),
         Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
             keyed.expose(&req, caller.route(), true);
-            let handoff: Option<Handoff> = caller.handoff(None);
-            let response = run_upstream(req, dev::Payload::from(keyed.body), handoff, run).await;
+            let response = run_upstream(req, dev::Payload::from(keyed.body), caller.handoff(), run).await;
             Answer::unless_taken_over(response.into_response(), Outcome::StoreError, caller)
         }
         Shared::Failed(error) => Answer::refused(config, &error, &req),

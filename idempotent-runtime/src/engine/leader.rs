@@ -103,7 +103,7 @@ impl Leader {
 
     async fn store_failed(self, req: HttpRequest, run: Run) -> Answer {
         let error = self.config.store_unavailable();
-        let handoff = self.caller.handoff(None);
+        let handoff = self.caller.handoff();
         self.guard.publish(Shared::Failed(error.clone()));
         if self.config.inner.fail_open {
             tracing::warn!(
@@ -141,15 +141,12 @@ impl Leader {
             .config
             .has_error_hook()
             .then(|| self.config.error_response(&IdempotencyError::HandlerFailed, &req));
-        let handoff = match self.caller.is_middleware() {
-            true => self.caller.handoff(Some(HeldClaim {
-                store: Arc::clone(&self.config.inner.store),
-                key: self.keyed.id.clone(),
-                token,
-                first_attempt,
-            })),
-            false => None,
-        };
+        let handoff = self.caller.handoff_holding(|| HeldClaim {
+            store: Arc::clone(&self.config.inner.store),
+            key: self.keyed.id.clone(),
+            token,
+            first_attempt,
+        });
         let handler = AssertUnwindSafe(run_upstream(
             req,
             dev::Payload::from(self.keyed.body.clone()),
@@ -289,13 +286,6 @@ impl Leader {
     }
 
     async fn release(&self, token: FencingToken) {
-        let key = &self.keyed.id;
-        let _ = store_call(
-            &self.config,
-            "release",
-            key,
-            self.config.inner.store.release(key, token),
-        )
-        .await;
+        super::release(&self.config, &self.keyed.id, token).await;
     }
 }

@@ -59,8 +59,10 @@ use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::flight::Role;
 use crate::observe::{self, Outcome};
+use crate::record::Record;
+use crate::replay;
 use crate::route::Route;
-use crate::store::{RecordKey, StoreError};
+use crate::store::{FencingToken, RecordKey, StoreError};
 
 pub(crate) use handoff::{has_handoff, Upstream};
 use handoff::{run_upstream, Handoff, HeldClaim};
@@ -121,11 +123,19 @@ impl Caller {
         self.upstream().is_some_and(|upstream| upstream.taken_over())
     }
 
-    /// The mark that lets an annotated handler down the middleware's chain take the request over,
-    /// with the claim this execution holds, if any.
-    fn handoff(&self, claim: Option<HeldClaim>) -> Option<Handoff> {
+    /// The mark that lets an annotated handler down the middleware's chain take the request over.
+    fn handoff(&self) -> Option<Handoff> {
         let upstream = Rc::clone(self.upstream()?);
-        Some(Handoff { upstream, claim })
+        Some(Handoff { upstream, claim: None })
+    }
+
+    /// The same mark, with the claim this execution holds (built only for the middleware).
+    fn handoff_holding(&self, claim: impl FnOnce() -> HeldClaim) -> Option<Handoff> {
+        let upstream = Rc::clone(self.upstream()?);
+        Some(Handoff {
+            upstream,
+            claim: Some(claim()),
+        })
     }
 }
 
@@ -184,7 +194,7 @@ pub(crate) fn protect(
                     .await
             }
             Ok(Prepared::Unprotected(payload)) => {
-                let handoff = caller.handoff(None);
+                let handoff = caller.handoff();
                 return run_upstream(req, payload, handoff, run).await.into_response();
             }
             Err(error) => Answer::refused(&config, &error, &req),
@@ -248,9 +258,9 @@ impl Answer {
     }
 
     /// The answer to a request whose key already completed: its replay, or a refusal.
-    fn of_record(config: &Idempotency, req: &HttpRequest, record: &crate::record::Record, keyed: &Keyed) -> Self {
+    fn of_record(config: &Idempotency, req: &HttpRequest, record: &Record, keyed: &Keyed) -> Self {
         match decide::completed(record, keyed.is_same_request(record.fingerprint)) {
-            Ok(stored) => Self::new(crate::replay::replay(stored, config, req), Outcome::Replayed),
+            Ok(stored) => Self::new(replay::replay(stored, config, req), Outcome::Replayed),
             Err(error) => Self::refused(config, &error, req),
         }
     }
@@ -282,6 +292,12 @@ pub(crate) fn is_read_only(method: &Method) -> bool {
 pub(crate) fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
     let options = route.options();
     options.required || options.key_from.is_some() || req.headers().contains_key(route.header())
+}
+
+/// Frees the claim `token` holds on `key` so a retry runs again. A failure is counted and
+/// logged; the claim then lapses with its lease.
+pub(crate) async fn release(config: &Idempotency, key: &RecordKey, token: FencingToken) {
+    let _ = store_call(config, "release", key, config.inner.store.release(key, token)).await;
 }
 
 /// Bounds a store call by the configured timeout and counts and logs its failure.

@@ -134,12 +134,14 @@ pub(crate) async fn with_lease<T>(
     let inner = &config.inner;
     let period = inner.lease / 3;
     let mut future = std::pin::pin!(future);
-    // A handler that answers at once needs no lease timer.
+    // A handler that answers at once needs no lease timer; one that does not is renewed on the
+    // schedule that began with it, however long its first poll took.
+    let started = Instant::now();
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
     if let std::task::Poll::Ready(output) = first {
         return output;
     }
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    let mut ticker = tokio::time::interval_at(started + period, period);
     loop {
         tokio::select! {
             biased;
