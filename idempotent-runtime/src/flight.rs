@@ -3,11 +3,11 @@
 //! The leader's [`LeaderGuard`] publishes exactly once: the outcome, or (if the leader is
 //! dropped or panics first) [`Shared::Failed`], so no follower waits forever.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
@@ -42,13 +42,37 @@ pub(crate) enum State {
     Done(Shared),
 }
 
+/// One running request: its state, and the followers waiting for it to change. One
+/// allocation per flight, and a change with nobody waiting wakes nobody.
 pub(crate) struct Flight {
-    state: watch::Sender<State>,
+    state: Mutex<State>,
+    changed: Notify,
 }
 
 impl Flight {
-    pub(crate) fn subscribe(&self) -> watch::Receiver<State> {
-        self.state.subscribe()
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(State::Claiming),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The current state.
+    pub(crate) fn state(&self) -> State {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The current state, and a future that completes at its next change (a change that
+    /// happens after this call, even before the future is first polled, completes it).
+    pub(crate) fn watch(&self) -> (State, impl std::future::Future<Output = ()> + '_) {
+        let mut changed = Box::pin(self.changed.notified());
+        changed.as_mut().enable();
+        (self.state(), changed)
+    }
+
+    fn set(&self, state: State) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        self.changed.notify_waiters();
     }
 }
 
@@ -77,8 +101,7 @@ impl Flights {
         match self.map.entry(key.clone()) {
             Entry::Occupied(running) => Role::Follower(Arc::clone(running.get())),
             Entry::Vacant(vacant) => {
-                let (state, _) = watch::channel(State::Claiming);
-                let flight = Arc::new(Flight { state });
+                let flight = Arc::new(Flight::new());
                 vacant.insert(Arc::clone(&flight));
                 Role::Leader(LeaderGuard {
                     flights: self.clone(),
@@ -107,7 +130,7 @@ pub(crate) struct LeaderGuard {
 impl LeaderGuard {
     /// Marks the handler as running (followers that do not wait answer "in flight" from now).
     pub(crate) fn running(&self) {
-        self.flight.state.send_replace(State::Running);
+        self.flight.set(State::Running);
     }
 
     /// Publishes the outcome and leaves the map; later arrivals go to the store.
@@ -123,7 +146,7 @@ impl LeaderGuard {
         self.flights
             .map
             .remove_if(&self.key, |_, flight| Arc::ptr_eq(flight, &self.flight));
-        self.flight.state.send_replace(State::Done(shared));
+        self.flight.set(State::Done(shared));
     }
 }
 
@@ -150,11 +173,12 @@ mod tests {
         let Role::Follower(flight) = flights.join(&key(), Fingerprint([0; 32]), false) else {
             panic!("second follows")
         };
-        let mut state = flight.subscribe();
+        let (state, changed) = flight.watch();
+        assert!(matches!(state, State::Claiming));
         drop(leader);
-        let done = state.wait_for(|s| matches!(s, State::Done(_))).await.unwrap().clone();
+        changed.await;
         assert!(matches!(
-            done,
+            flight.state(),
             State::Done(Shared::Failed(IdempotencyError::HandlerFailed))
         ));
         assert_eq!(flights.len(), 0);

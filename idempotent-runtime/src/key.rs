@@ -106,11 +106,32 @@ impl FromRequest for IdempotencyKey {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut dev::Payload) -> Self::Future {
-        let key = req.extensions().get::<Self>().cloned();
+        let key = req.extensions().get::<Exposed>().and_then(|exposed| {
+            let key = match &exposed.source {
+                Source::Body(key) => key.clone(),
+                Source::Header(name) => from_headers(req.headers(), name).ok()??.into_owned(),
+            };
+            Some(Self::new(key, exposed.tenant.clone(), exposed.first_attempt))
+        });
         ready(key.ok_or(IdempotencyError::KeyMissing {
             header: HeaderName::from_static("idempotency-key"),
         }))
     }
+}
+
+/// What the engine tells a handler's [`IdempotencyKey`] extractor about its request. A header
+/// key is read (it was validated) only when the handler takes it.
+pub(crate) struct Exposed {
+    pub(crate) source: Source,
+    pub(crate) tenant: Option<String>,
+    pub(crate) first_attempt: bool,
+}
+
+/// Where the request's key is.
+pub(crate) enum Source {
+    Header(HeaderName),
+    /// Taken from the body (`key_from`).
+    Body(String),
 }
 
 /// The key of a request: `Ok(None)` when absent, empty or whitespace-only.

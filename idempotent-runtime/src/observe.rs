@@ -26,7 +26,10 @@
 //! `route`, `outcome` and `elapsed_ms`. Store failures, evictions of live records, tombstones
 //! and lapsed leases are `WARN` events of their own.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::error::IdempotencyError;
@@ -102,16 +105,47 @@ pub(crate) fn span(route: &'static str) -> tracing::Span {
 
 /// Reports the answer to one keyed request.
 pub(crate) fn outcome(route: &'static str, outcome: Outcome, elapsed: Duration) {
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
     let label = outcome.as_str();
-    metrics::counter!("idempotency_requests_total", "route" => route, "outcome" => label).increment(1);
-    metrics::histogram!("idempotency_request_duration_seconds", "route" => route, "outcome" => label)
-        .record(elapsed.as_secs_f64());
+    let labels = labels(route, outcome);
+    metrics::with_recorder(|recorder| {
+        let requests = metrics::Key::from_static_parts("idempotency_requests_total", labels);
+        recorder.register_counter(&requests, &METADATA).increment(1);
+        let duration = metrics::Key::from_static_parts("idempotency_request_duration_seconds", labels);
+        recorder
+            .register_histogram(&duration, &METADATA)
+            .record(elapsed.as_secs_f64());
+    });
     let elapsed_ms = elapsed.as_secs_f64() * 1e3;
     if outcome == Outcome::StoreError {
         tracing::warn!(route, outcome = label, elapsed_ms, "idempotency request answered");
     } else {
         tracing::debug!(route, outcome = label, elapsed_ms, "idempotency request answered");
     }
+}
+
+/// The `route` and `outcome` labels, made once per process for each pair, so that recording an
+/// outcome allocates nothing (`counter!` and `histogram!` build a label vector per call). The
+/// recorder is still looked up on every call: one installed late records from then on.
+fn labels(route: &'static str, outcome: Outcome) -> &'static [metrics::Label] {
+    type Interned = HashMap<(usize, usize, u8), &'static [metrics::Label]>;
+    static ALL: Mutex<Option<Interned>> = Mutex::new(None);
+    thread_local! {
+        static NEAR: RefCell<Interned> = RefCell::new(HashMap::new());
+    }
+    let id = (route.as_ptr() as usize, route.len(), outcome as u8);
+    NEAR.with_borrow_mut(|near| {
+        *near.entry(id).or_insert_with(|| {
+            let mut all = ALL.lock().unwrap_or_else(PoisonError::into_inner);
+            *all.get_or_insert_with(HashMap::new).entry(id).or_insert_with(|| {
+                Box::leak(Box::new([
+                    metrics::Label::from_static_parts("route", route),
+                    metrics::Label::from_static_parts("outcome", outcome.as_str()),
+                ]))
+            })
+        })
+    })
 }
 
 /// A store call that failed or timed out.

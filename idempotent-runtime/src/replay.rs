@@ -145,16 +145,22 @@ fn is_storable(name: &HeaderName, connection_tokens: &[&str]) -> bool {
             .any(|token| token.eq_ignore_ascii_case(name_str))
 }
 
-/// `body` in a buffer of its own size. A serialiser grows its buffer by doubling, so a JSON
-/// body often sits in an allocation up to twice its length, and a stored record would keep
-/// that slack for its whole ttl. Such a body is copied once (the copy is both sent and stored,
-/// the original freed at once); a body already in a buffer of its size, or shared, is kept.
-pub(crate) fn compact(body: Bytes) -> Bytes {
-    match body.try_into_mut() {
-        Ok(buffer) if buffer.capacity() - buffer.len() > buffer.len() / 8 => Bytes::copy_from_slice(&buffer),
+/// The body as sent and as kept, in a buffer of its own size. A serialiser grows its buffer by
+/// doubling, so a JSON body often sits in an allocation up to twice its length, and a stored
+/// record would keep that slack for its whole ttl. Such a buffer is shrunk in place (the
+/// allocator frees its tail, nothing is copied); a body already in a buffer of its size, or
+/// shared, is kept as it is.
+pub(crate) fn compact(body: Bytes) -> (Bytes, Bytes) {
+    let body = match body.try_into_mut() {
+        Ok(buffer) if buffer.capacity() - buffer.len() > buffer.len() / 8 => {
+            let mut buffer = Vec::from(buffer);
+            buffer.shrink_to_fit();
+            Bytes::from(buffer)
+        }
         Ok(buffer) => buffer.freeze(),
         Err(body) => body,
-    }
+    };
+    (body.clone(), body)
 }
 
 /// The storable part of a response.
@@ -198,19 +204,18 @@ mod tests {
     fn compact_drops_a_serialisers_slack_and_keeps_the_bytes() {
         let mut grown = Vec::with_capacity(2048);
         grown.extend_from_slice(&[b'x'; 1100]);
-        let body = compact(Bytes::from(grown));
-        assert_eq!(body, Bytes::from(vec![b'x'; 1100]));
-        assert_eq!(body.try_into_mut().unwrap().capacity(), 1100);
+        let (sent, kept) = compact(Bytes::from(grown));
+        assert_eq!(sent, Bytes::from(vec![b'x'; 1100]));
+        assert_eq!(sent.as_ptr(), kept.as_ptr(), "one buffer, sent and kept");
+        drop(sent);
+        assert_eq!(kept.try_into_mut().unwrap().capacity(), 1100);
 
         let exact = Bytes::from(vec![b'y'; 1100]);
         let pointer = exact.as_ptr();
-        assert_eq!(
-            compact(exact).as_ptr(),
-            pointer,
-            "a buffer of the body's size is not copied"
-        );
+        let (sent, kept) = compact(exact);
+        assert_eq!((sent.as_ptr(), kept.as_ptr()), (pointer, pointer), "a buffer of the body's size is kept");
 
         let shared = Bytes::from_static(b"static");
-        assert_eq!(compact(shared.clone()), shared);
+        assert_eq!(compact(shared.clone()), (shared.clone(), shared));
     }
 }

@@ -1,7 +1,7 @@
 //! The in-process duplicates of a running request: woken by the leader's outcome, not
 //! polling, or answered at once per the route's `in_flight` policy.
 
-use actix_web::{dev, HttpRequest};
+use actix_web::HttpRequest;
 use tokio::time::Instant;
 
 use super::decide::{self, Running};
@@ -25,10 +25,9 @@ pub(super) async fn follow(
 ) -> Answer {
     let policy = caller.route().options().in_flight;
     let deadline = Instant::now() + config.inner.wait_timeout;
-    let mut state = flight.subscribe();
     let mut waited = false;
     loop {
-        let current = state.borrow_and_update().clone();
+        let (current, changed) = flight.watch();
         match current {
             State::Done(shared) => {
                 let answer = answer(config, caller, req, keyed, shared, run).await;
@@ -44,10 +43,8 @@ pub(super) async fn follow(
             State::Claiming => {}
         }
         waited = true;
-        match tokio::time::timeout_at(deadline, state.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Answer::refused(config, &IdempotencyError::HandlerFailed, &req),
-            Err(_) => return Answer::refused(config, &config.in_flight(), &req),
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Answer::refused(config, &config.in_flight(), &req);
         }
     }
 }
@@ -68,7 +65,7 @@ async fn answer(
         // chain too, where that handler's engine groups it by its own options.
         Shared::Delegated => match caller.handoff() {
             handoff @ Some(_) => {
-                let response = run_upstream(req, dev::Payload::from(keyed.body), handoff, run).await;
+                let response = run_upstream(req, super::buffered(keyed.body), handoff, run).await;
                 Answer {
                     response: response.into_response(),
                     outcome: None,
@@ -79,7 +76,7 @@ async fn answer(
         Shared::Busy => Answer::refused(config, &decide::busy(config, caller.route().options().in_flight), &req),
         Shared::Failed(IdempotencyError::StoreUnavailable { .. }) if config.inner.fail_open => {
             keyed.expose(&req, caller.route(), true);
-            let response = run_upstream(req, dev::Payload::from(keyed.body), caller.handoff(), run).await;
+            let response = run_upstream(req, super::buffered(keyed.body), caller.handoff(), run).await;
             Answer::unless_taken_over(response.into_response(), Outcome::StoreError, caller)
         }
         Shared::Failed(error) => Answer::refused(config, &error, &req),

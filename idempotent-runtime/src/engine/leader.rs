@@ -2,19 +2,22 @@
 //! its lease), captures the response, stores it (or releases the key) and publishes the outcome
 //! to its followers.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use actix_web::body::BoxBody;
-use actix_web::{dev, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::handoff::{run_upstream, HeldClaim};
 use super::prepare::Keyed;
 use super::turn::{self, Claimant, Turn};
-use super::{store_call, Answer, Caller, Handled, Run};
+use super::{counted, store_call, Answer, Caller, Handled, Run};
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::flight::{LeaderGuard, Shared};
@@ -24,9 +27,10 @@ use crate::replay::{self, Captured};
 use crate::store::FencingToken;
 use crate::transaction::{self, Refused, Returned, Slot};
 
-/// Leads the request's in-process flight, in a task of its own: a client that disconnects
-/// (RST) cannot cancel a started execution. The request moves into the task: a middleware's
-/// inner service must route it while it is the only reference (actix-web panics otherwise).
+/// Leads the request's in-process flight. A client that disconnects (RST) cannot cancel a
+/// started execution: if the request is dropped first, the execution moves into a task of its
+/// own and finishes there. The request moves into the execution: a middleware's inner service
+/// must route it while it is the only reference (actix-web panics otherwise).
 pub(super) async fn lead(
     config: Idempotency,
     caller: Caller,
@@ -44,15 +48,35 @@ pub(super) async fn lead(
         guard,
         adopted: adopted.map(|held| (held.token, held.first_attempt)),
     };
-    let task = tracker.track_future(leader.lead(req, run).in_current_span());
-    // Boxed before it is spawned, so the leader's future is not moved (copied) twice on its
-    // way into the task.
-    match actix_web::rt::spawn(Box::pin(task)).await {
-        Ok(answer) => answer,
-        // Only when the runtime shuts down under the task; the hook has no request here.
-        Err(_) => {
-            let error = IdempotencyError::HandlerFailed;
-            Answer::new(error.problem_response(error.default_status()), Outcome::Released)
+    Shielded(Some(Box::pin(
+        tracker.track_future(leader.lead(req, run).in_current_span()),
+    )))
+    .await
+}
+
+/// A future polled by the request that started it, and moved into a task of its own if that
+/// request is dropped before it finished. Until then it costs no task: no spawn, no join
+/// handle, no extra wake-up. Boxed, so that moving it into a task moves a pointer.
+struct Shielded<F: Future + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future + 'static> Future for Shielded<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let future = self.0.as_mut().expect("a shielded future is not polled after it finished");
+        let output = ready!(future.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + 'static> Drop for Shielded<F> {
+    fn drop(&mut self) {
+        // While unwinding, a second panic would abort: the execution is dropped instead (its
+        // key's lease lapses).
+        if let Some(future) = self.0.take().filter(|_| !std::thread::panicking()) {
+            // A runtime shutting down drops the task at once.
+            drop(actix_web::rt::spawn(future));
         }
     }
 }
@@ -111,7 +135,7 @@ impl Leader {
                 "idempotency store unavailable: running unprotected (fail open)"
             );
             self.keyed.expose(&req, self.caller.route(), true);
-            let response = run_upstream(req, dev::Payload::from(self.keyed.body), handoff, run).await;
+            let response = run_upstream(req, super::buffered(self.keyed.body), handoff, run).await;
             return Answer::unless_taken_over(response.into_response(), Outcome::StoreError, &self.caller);
         }
         Answer::refused(&self.config, &error, &req)
@@ -129,7 +153,7 @@ impl Leader {
         }
     }
 
-    async fn execute(self, token: FencingToken, first_attempt: bool, req: HttpRequest, run: Run) -> Answer {
+    async fn execute(mut self, token: FencingToken, first_attempt: bool, req: HttpRequest, run: Run) -> Answer {
         self.guard.running();
         let route = self.caller.route();
         self.keyed.expose(&req, route, first_attempt);
@@ -149,7 +173,7 @@ impl Leader {
         });
         let handler = AssertUnwindSafe(run_upstream(
             req,
-            dev::Payload::from(self.keyed.body.clone()),
+            super::buffered(std::mem::take(&mut self.keyed.body)),
             handoff,
             run,
         ))
@@ -186,8 +210,12 @@ impl Leader {
         let inner = &self.config.inner;
         match replay::capture(response, inner.max_response_bytes, inner.capture_timeout).await {
             Captured::Complete { head, body } => {
-                let body = if storable { replay::compact(body) } else { body };
-                let stored = replay::to_stored(&head, body.clone());
+                let (sent, kept) = if storable {
+                    replay::compact(body)
+                } else {
+                    (body.clone(), body)
+                };
+                let stored = replay::to_stored(&head, kept);
                 let (shared, outcome) = if storable {
                     let record = Record {
                         fingerprint: self.keyed.fingerprint,
@@ -202,7 +230,7 @@ impl Leader {
                     (Shared::Response(Arc::new(stored)), Outcome::Released)
                 };
                 self.guard.publish(shared);
-                Answer::new(head.set_body(BoxBody::new(body)), outcome)
+                Answer::new(head.set_body(BoxBody::new(sent)), outcome)
             }
             Captured::Partial { head, body, failed } => {
                 let (shared, outcome) = if storable && !failed {
@@ -248,14 +276,14 @@ impl Leader {
             return Ok((Shared::Record(record), Outcome::Executed));
         }
         let key = &self.keyed.id;
-        let completed = match store_call(
-            &self.config,
-            "complete",
-            key,
-            inner.store.complete(key, token, Arc::clone(&record), ttl),
-        )
-        .await
-        {
+        let stored = match inner.store.complete_now(key, token, &record, ttl) {
+            Some(stored) => counted(&self.config, "complete", key, stored),
+            None => {
+                let call = inner.store.complete(key, token, Arc::clone(&record), ttl);
+                store_call(&self.config, "complete", key, call).await
+            }
+        };
+        let completed = match stored {
             Ok(true) => (Shared::Record(record), Outcome::Executed),
             Ok(false) => {
                 inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);

@@ -283,6 +283,17 @@ impl Answer {
     }
 }
 
+/// The buffered body as the handler's payload, in one allocation (`Payload::from(Bytes)` builds
+/// an HTTP/1 payload channel around it, two).
+pub(crate) fn buffered(body: bytes::Bytes) -> dev::Payload {
+    if body.is_empty() {
+        return dev::Payload::None;
+    }
+    let chunk: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>>> =
+        Box::pin(futures_util::stream::once(std::future::ready(Ok(body))));
+    dev::Payload::Stream { payload: chunk }
+}
+
 pub(crate) fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -297,7 +308,11 @@ pub(crate) fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
 /// Frees the claim `token` holds on `key` so a retry runs again. A failure is counted and
 /// logged; the claim then lapses with its lease.
 pub(crate) async fn release(config: &Idempotency, key: &RecordKey, token: FencingToken) {
-    let _ = store_call(config, "release", key, config.inner.store.release(key, token)).await;
+    let store = &config.inner.store;
+    let _ = match store.release_now(key, token) {
+        Some(released) => counted(config, "release", key, released),
+        None => store_call(config, "release", key, store.release(key, token)).await,
+    };
 }
 
 /// Bounds a store call by the configured timeout and counts and logs its failure.
@@ -307,13 +322,23 @@ pub(crate) async fn store_call<T>(
     key: &RecordKey,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let inner = &config.inner;
-    let result = match tokio::time::timeout(inner.store_timeout, call).await {
+    let timeout = config.inner.store_timeout;
+    let result = match tokio::time::timeout(timeout, call).await {
         Ok(result) => result,
-        Err(_) => Err(StoreError::Timeout(inner.store_timeout)),
+        Err(_) => Err(StoreError::Timeout(timeout)),
     };
+    counted(config, operation, key, result)
+}
+
+/// Counts and logs the failure of a store call.
+pub(crate) fn counted<T>(
+    config: &Idempotency,
+    operation: &'static str,
+    key: &RecordKey,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
     if let Err(error) = &result {
-        inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        config.inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
         observe::store_error(operation);
         tracing::warn!(%error, operation, ?key, "idempotency store call failed");
     }

@@ -9,7 +9,7 @@ use super::Caller;
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
-use crate::key::{self, IdempotencyKey};
+use crate::key::{self, Exposed, Source};
 use crate::route::{FingerprintMode, OnMismatch, Route, Scope};
 use crate::store::RecordKey;
 
@@ -33,17 +33,18 @@ pub(super) struct Keyed {
 }
 
 impl Keyed {
-    /// Makes the key available to the handler's [`IdempotencyKey`] extractor.
+    /// Makes the key available to the handler's [`IdempotencyKey`](crate::IdempotencyKey)
+    /// extractor.
     pub(super) fn expose(&self, req: &HttpRequest, route: &Route, first_attempt: bool) {
-        let key = match &self.key_from_body {
-            Some(key) => key.clone(),
-            None => match key::from_headers(req.headers(), route.header()) {
-                Ok(Some(key)) => key.into_owned(),
-                _ => return,
-            },
+        let source = match &self.key_from_body {
+            Some(key) => Source::Body(key.clone()),
+            None => Source::Header(route.header().clone()),
         };
-        req.extensions_mut()
-            .insert(IdempotencyKey::new(key, self.tenant.clone(), first_attempt));
+        req.extensions_mut().insert(Exposed {
+            source,
+            tenant: self.tenant.clone(),
+            first_attempt,
+        });
     }
 
     /// Whether a record or claim with `fingerprint` was made by this same request.
@@ -77,7 +78,7 @@ pub(super) async fn prepare(
             match key_from_body(&body, pointer)? {
                 Some(key) => (key.into(), tenant(caller, config, req)?, body, true),
                 None if options.required => return Err(missing()),
-                None => return Ok(Prepared::Unprotected(dev::Payload::from(body))),
+                None => return Ok(Prepared::Unprotected(super::buffered(body))),
             }
         }
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::decide::{self, Running};
-use super::store_call;
+use super::{counted, store_call};
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
@@ -61,9 +61,13 @@ impl Claimant<'_> {
         let inner = &self.config.inner;
         let deadline = Instant::now() + inner.wait_timeout;
         loop {
-            let claim = self
-                .store_call("claim", inner.store.claim(self.key, self.fingerprint, inner.lease))
-                .await;
+            let claim = match inner.store.claim_now(self.key, self.fingerprint, inner.lease) {
+                Some(claim) => counted(self.config, "claim", self.key, claim),
+                None => {
+                    self.store_call("claim", inner.store.claim(self.key, self.fingerprint, inner.lease))
+                        .await
+                }
+            };
             let held_elsewhere = match claim {
                 Ok(Claim::Acquired(token)) => {
                     return Turn::Run {

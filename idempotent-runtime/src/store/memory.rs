@@ -266,19 +266,45 @@ fn weight_of(key: &RecordKey, record: &Record) -> u32 {
     u32::try_from(weight).unwrap_or(u32::MAX)
 }
 
-#[async_trait::async_trait]
-impl Store for MemoryStore {
-    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+/// The store's answers, all without I/O: [`Store::claim_now`] and its siblings give them to the
+/// engine directly, and the `async` methods give the same.
+impl MemoryStore {
+    fn claim_at_once(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Claim {
         let now = Instant::now();
-        let claim = self.shard(key).claim(
+        self.shard(key).claim(
             key,
             fingerprint,
             now,
             now + lease,
             || self.next_token(),
             &self.inner.totals,
-        );
-        Ok(claim)
+        )
+    }
+
+    fn complete_at_once(&self, key: &RecordKey, token: FencingToken, record: Arc<Record>, ttl: Duration) -> bool {
+        let weight = weight_of(key, &record);
+        let expires_at = Instant::now() + ttl;
+        let held = self
+            .shard(key)
+            .complete(key, token, record, expires_at, weight, &self.inner.totals);
+        if held && self.over_capacity() {
+            self.make_room(key);
+        }
+        self.changed();
+        held
+    }
+
+    fn release_at_once(&self, key: &RecordKey, token: FencingToken) -> bool {
+        let released = self.shard(key).release(key, token, Instant::now(), &self.inner.totals);
+        self.changed();
+        released
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn claim(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        Ok(self.claim_at_once(key, fingerprint, lease))
     }
 
     async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<bool, StoreError> {
@@ -292,22 +318,34 @@ impl Store for MemoryStore {
         record: Arc<Record>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let weight = weight_of(key, &record);
-        let expires_at = Instant::now() + ttl;
-        let held = self
-            .shard(key)
-            .complete(key, token, record, expires_at, weight, &self.inner.totals);
-        if held && self.over_capacity() {
-            self.make_room(key);
-        }
-        self.changed();
-        Ok(held)
+        Ok(self.complete_at_once(key, token, record, ttl))
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<bool, StoreError> {
-        let released = self.shard(key).release(key, token, Instant::now(), &self.inner.totals);
-        self.changed();
-        Ok(released)
+        Ok(self.release_at_once(key, token))
+    }
+
+    fn claim_now(
+        &self,
+        key: &RecordKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> Option<Result<Claim, StoreError>> {
+        Some(Ok(self.claim_at_once(key, fingerprint, lease)))
+    }
+
+    fn complete_now(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        record: &Arc<Record>,
+        ttl: Duration,
+    ) -> Option<Result<bool, StoreError>> {
+        Some(Ok(self.complete_at_once(key, token, Arc::clone(record), ttl)))
+    }
+
+    fn release_now(&self, key: &RecordKey, token: FencingToken) -> Option<Result<bool, StoreError>> {
+        Some(Ok(self.release_at_once(key, token)))
     }
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {

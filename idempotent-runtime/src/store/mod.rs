@@ -94,22 +94,34 @@ impl RecordKey {
     /// Builds the identity. `tenant` is `None` for global scope; `variant` is the fingerprint
     /// when a mismatched request counts as a distinct request.
     pub fn new(namespace: &str, tenant: Option<&str>, key: &str, variant: Option<&Fingerprint>) -> Self {
-        use std::fmt::Write;
-        let mut id = String::with_capacity(namespace.len() + key.len() + 16 + tenant.map_or(0, str::len));
-        id.push_str(namespace);
-        // Length prefixes keep (tenant "a:b", key "c") apart from (tenant "a", key "b:c").
-        match tenant {
-            Some(tenant) => {
-                let _ = write!(id, "t{}:{tenant}", tenant.len());
+        thread_local! {
+            /// Where an identity is written before it moves into its one allocation.
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        SCRATCH.with_borrow_mut(|id| {
+            id.clear();
+            id.push_str(namespace);
+            let mut digits = itoa::Buffer::new();
+            // Length prefixes keep (tenant "a:b", key "c") apart from (tenant "a", key "b:c").
+            match tenant {
+                Some(tenant) => {
+                    id.push('t');
+                    id.push_str(digits.format(tenant.len()));
+                    id.push(':');
+                    id.push_str(tenant);
+                }
+                None => id.push('g'),
             }
-            None => id.push('g'),
-        }
-        let _ = write!(id, ":{}:{key}", key.len());
-        if let Some(fingerprint) = variant {
-            id.push('#');
-            id.push_str(&fingerprint.to_hex());
-        }
-        Self::from_id(id.into())
+            id.push(':');
+            id.push_str(digits.format(key.len()));
+            id.push(':');
+            id.push_str(key);
+            if let Some(fingerprint) = variant {
+                id.push('#');
+                id.push_str(&fingerprint.to_hex());
+            }
+            Self::from_id(Arc::from(id.as_str()))
+        })
     }
 
     fn from_id(id: Arc<str>) -> Self {
@@ -239,6 +251,39 @@ pub trait Store: Send + Sync + 'static {
     async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
         let _ = key;
         Err(StoreError::Unsupported("forget"))
+    }
+
+    /// [`claim`](Self::claim) answered at once, for a store that needs no I/O to answer: the
+    /// engine then neither awaits nor times the call. `None` (the default) sends the claim
+    /// through `claim`. A store that answers here answers exactly as `claim` would.
+    fn claim_now(
+        &self,
+        key: &RecordKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> Option<Result<Claim, StoreError>> {
+        let _ = (key, fingerprint, lease);
+        None
+    }
+
+    /// [`complete`](Self::complete) answered at once, as [`claim_now`](Self::claim_now) is;
+    /// `None` (the default) sends the completion through `complete`.
+    fn complete_now(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        record: &Arc<Record>,
+        ttl: Duration,
+    ) -> Option<Result<bool, StoreError>> {
+        let _ = (key, token, record, ttl);
+        None
+    }
+
+    /// [`release`](Self::release) answered at once, as [`claim_now`](Self::claim_now) is;
+    /// `None` (the default) sends the release through `release`.
+    fn release_now(&self, key: &RecordKey, token: FencingToken) -> Option<Result<bool, StoreError>> {
+        let _ = (key, token);
+        None
     }
 
     /// A completed record held in this process, without I/O: the hot replay path. Backends
