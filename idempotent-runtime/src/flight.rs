@@ -3,6 +3,7 @@
 //! The leader's [`LeaderGuard`] publishes exactly once: the outcome, or (if the leader is
 //! dropped or panics first) [`Shared::Failed`], so no follower waits forever.
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::mapref::entry::Entry;
@@ -81,12 +82,57 @@ impl Flight {
 /// atomic claim tells a conflict from a retry of a request that already completed there. An
 /// annotated handler that takes a request over from the middleware leads its own flight, never
 /// a follower of the middleware's execution of that same request.
-type FlightKey = (RecordKey, Fingerprint, bool);
+#[derive(Clone, PartialEq, Eq)]
+struct FlightKey {
+    key: RecordKey,
+    fingerprint: Fingerprint,
+    by_middleware: bool,
+}
+
+impl Hash for FlightKey {
+    /// The record key's own (keyed) hash and eight bytes of the fingerprint, a SHA-256: no
+    /// second pass of SipHash over 40 bytes per request.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        let [a, b, c, d, e, f, g, h, ..] = self.fingerprint.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]) ^ u64::from(self.by_middleware));
+    }
+}
+
+/// Mixes the two words a [`FlightKey`] writes.
+#[derive(Default, Clone, Copy)]
+struct Mix;
+
+struct Mixer(u64);
+
+impl BuildHasher for Mix {
+    type Hasher = Mixer;
+
+    fn build_hasher(&self) -> Mixer {
+        Mixer(0)
+    }
+}
+
+impl Hasher for Mixer {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// The map of running requests of one [`crate::Idempotency`].
 #[derive(Default, Clone)]
 pub(crate) struct Flights {
-    map: Arc<DashMap<FlightKey, Arc<Flight>>>,
+    map: Arc<DashMap<FlightKey, Arc<Flight>, Mix>>,
 }
 
 pub(crate) enum Role {
@@ -97,7 +143,11 @@ pub(crate) enum Role {
 impl Flights {
     /// Leads the request if nobody in this process runs it, else follows the current leader.
     pub(crate) fn join(&self, key: &RecordKey, fingerprint: Fingerprint, by_middleware: bool) -> Role {
-        let key = (key.clone(), fingerprint, by_middleware);
+        let key = FlightKey {
+            key: key.clone(),
+            fingerprint,
+            by_middleware,
+        };
         match self.map.entry(key.clone()) {
             Entry::Occupied(running) => Role::Follower(Arc::clone(running.get())),
             Entry::Vacant(vacant) => {
@@ -134,7 +184,7 @@ impl LeaderGuard {
     }
 
     /// Publishes the outcome and leaves the map; later arrivals go to the store.
-    pub(crate) fn publish(mut self, shared: Shared) {
+    pub(crate) fn publish(&mut self, shared: Shared) {
         self.finish(shared);
     }
 
@@ -187,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn a_published_key_is_led_again() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(&key(), Fingerprint([0; 32]), false) else {
+        let Role::Leader(mut leader) = flights.join(&key(), Fingerprint([0; 32]), false) else {
             panic!()
         };
         leader.publish(Shared::Busy);

@@ -29,8 +29,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use futures_util::future::Either;
+use tracing::instrument::Instrumented;
+use tracing::Instrument;
 
 use crate::error::IdempotencyError;
 
@@ -101,6 +106,25 @@ impl fmt::Display for Outcome {
 /// The span a keyed request is answered in.
 pub(crate) fn span(route: &'static str) -> tracing::Span {
     tracing::debug_span!("idempotency", route)
+}
+
+/// `future` inside `span`, or as it is when no subscriber records the span: a disabled span
+/// still checks the `log` crate's level each time it is entered, on every poll.
+pub(crate) fn within<F: Future>(span: &tracing::Span, future: F) -> Either<F, Instrumented<F>> {
+    if span.is_disabled() {
+        Either::Left(future)
+    } else {
+        Either::Right(future.instrument(span.clone()))
+    }
+}
+
+/// Runs `f` inside `span`, as [`within`] does.
+pub(crate) fn in_scope<T>(span: &tracing::Span, f: impl FnOnce() -> T) -> T {
+    if span.is_disabled() {
+        f()
+    } else {
+        span.in_scope(f)
+    }
 }
 
 /// Reports the answer to one keyed request.

@@ -44,10 +44,15 @@ pub(crate) async fn capture(response: HttpResponse, limit: usize, time: Duration
         }
         _ => {}
     }
-    let mut body = match body.try_into_bytes() {
-        Ok(bytes) => return Captured::Complete { head, body: bytes },
-        Err(body) => body,
-    };
+    match body.try_into_bytes() {
+        Ok(bytes) => Captured::Complete { head, body: bytes },
+        // Boxed, so that the future of every execution is not as large as a streamed body's.
+        Err(body) => Box::pin(read(head, body, limit, time)).await,
+    }
+}
+
+/// Reads a streamed body, up to `limit` bytes and `time` long.
+async fn read(head: HttpResponse<()>, mut body: BoxBody, limit: usize, time: Duration) -> Captured {
     let mut read = BytesMut::new();
     let deadline = tokio::time::sleep(time);
     tokio::pin!(deadline);
@@ -213,7 +218,11 @@ mod tests {
         let exact = Bytes::from(vec![b'y'; 1100]);
         let pointer = exact.as_ptr();
         let (sent, kept) = compact(exact);
-        assert_eq!((sent.as_ptr(), kept.as_ptr()), (pointer, pointer), "a buffer of the body's size is kept");
+        assert_eq!(
+            (sent.as_ptr(), kept.as_ptr()),
+            (pointer, pointer),
+            "a buffer of the body's size is kept"
+        );
 
         let shared = Bytes::from_static(b"static");
         assert_eq!(compact(shared.clone()), (shared.clone(), shared));

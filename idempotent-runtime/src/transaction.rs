@@ -395,9 +395,14 @@ mod enabled {
         storable: bool,
         token: FencingToken,
     ) -> Result<Option<Returned>, Refused> {
-        let Some(slot) = slot else {
-            return Ok(None);
-        };
+        match slot {
+            None => Ok(None),
+            // Boxed, so that the future of every execution is not as large as this one.
+            Some(slot) => Box::pin(settle(slot, storable, token)).await,
+        }
+    }
+
+    async fn settle(slot: Slot, storable: bool, token: FencingToken) -> Result<Option<Returned>, Refused> {
         let held = std::mem::replace(&mut *lock(&slot.offer.held), Held::Closed);
         match held {
             Held::Idle | Held::Closed => Ok(None),
@@ -427,6 +432,11 @@ mod enabled {
             record: Arc<Record>,
             ttl: Duration,
         ) -> Result<(), Refused> {
+            // Boxed, so that the future of every execution is not as large as this one.
+            Box::pin(self.commit(token, record, ttl)).await
+        }
+
+        async fn commit(self, token: FencingToken, record: Arc<Record>, ttl: Duration) -> Result<(), Refused> {
             let Self { transaction, slot } = self;
             let Offer {
                 config, handler, key, ..

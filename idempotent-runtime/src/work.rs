@@ -60,7 +60,6 @@ use actix_web::http::StatusCode;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::Instrument;
 
 use crate::config::Idempotency;
 use crate::engine::decide;
@@ -299,8 +298,8 @@ impl Work {
     ) -> Result<T, WorkError<E>> {
         let started = Instant::now();
         let span = observe::span(self.name);
-        let (result, outcome) = settle.instrument(span.clone()).await;
-        span.in_scope(|| observe::outcome(self.name, outcome, started.elapsed()));
+        let (result, outcome) = observe::within(&span, settle).await;
+        observe::in_scope(&span, || observe::outcome(self.name, outcome, started.elapsed()));
         result
     }
 
@@ -361,7 +360,7 @@ impl Work {
         let config = &self.config;
         let store = &config.inner.store;
         let running = AssertUnwindSafe(work(attempt)).catch_unwind();
-        let value = match turn::with_lease(config, &id, token, || false, running).await {
+        let value = match turn::with_lease(config, &id, token, || false, std::pin::pin!(running)).await {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {
                 self.release(&id, token).await;
@@ -415,7 +414,7 @@ impl Work {
             return refused(config.store_unavailable());
         };
         let running = AssertUnwindSafe(work(attempt, &transaction)).catch_unwind();
-        let ran = turn::with_lease(config, &id, token, || false, running).await;
+        let ran = turn::with_lease(config, &id, token, || false, std::pin::pin!(running)).await;
         let value = match ran {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {

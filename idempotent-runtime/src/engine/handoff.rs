@@ -15,7 +15,7 @@ use actix_web::{dev, HttpMessage, HttpRequest};
 
 use super::{store_call, Handled, Run};
 use crate::config::Idempotency;
-use crate::key::IdempotencyKey;
+use crate::key::Exposed;
 use crate::route::{FingerprintMode, Route};
 use crate::store::{FencingToken, RecordKey, Store};
 use crate::transaction;
@@ -77,7 +77,7 @@ impl Handoff {
     pub(super) fn take_over(self, req: &HttpRequest, route: &Route) -> Option<HeldClaim> {
         self.upstream.taken_over.set(Some(route.options().fingerprint));
         // The middleware's view of the key and its transaction; the handler's engine offers its own.
-        req.extensions_mut().remove::<IdempotencyKey>();
+        req.extensions_mut().remove::<Exposed>();
         transaction::withdraw(req);
         tracing::debug!(
             handler = route.options().handler,

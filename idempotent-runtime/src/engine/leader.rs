@@ -4,15 +4,12 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::FutureExt;
-use tracing::Instrument;
 
 use super::handoff::{run_upstream, HeldClaim};
 use super::prepare::Keyed;
@@ -27,11 +24,10 @@ use crate::replay::{self, Captured};
 use crate::store::FencingToken;
 use crate::transaction::{self, Refused, Returned, Slot};
 
-/// Leads the request's in-process flight. A client that disconnects (RST) cannot cancel a
-/// started execution: if the request is dropped first, the execution moves into a task of its
-/// own and finishes there. The request moves into the execution: a middleware's inner service
-/// must route it while it is the only reference (actix-web panics otherwise).
-pub(super) async fn lead(
+/// Leads the request's in-process flight. The request moves into the execution: a
+/// middleware's inner service must route it while it is the only reference (actix-web panics
+/// otherwise). A client that disconnects (RST) cannot cancel it: see [`super::Shielded`].
+pub(super) fn lead(
     config: Idempotency,
     caller: Caller,
     req: HttpRequest,
@@ -39,7 +35,7 @@ pub(super) async fn lead(
     run: Run,
     guard: LeaderGuard,
     adopted: Option<HeldClaim>,
-) -> Answer {
+) -> impl Future<Output = Answer> {
     let tracker = config.inner.tracker.clone();
     let leader = Leader {
         config,
@@ -48,37 +44,7 @@ pub(super) async fn lead(
         guard,
         adopted: adopted.map(|held| (held.token, held.first_attempt)),
     };
-    Shielded(Some(Box::pin(
-        tracker.track_future(leader.lead(req, run).in_current_span()),
-    )))
-    .await
-}
-
-/// A future polled by the request that started it, and moved into a task of its own if that
-/// request is dropped before it finished. Until then it costs no task: no spawn, no join
-/// handle, no extra wake-up. Boxed, so that moving it into a task moves a pointer.
-struct Shielded<F: Future + 'static>(Option<Pin<Box<F>>>);
-
-impl<F: Future + 'static> Future for Shielded<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let future = self.0.as_mut().expect("a shielded future is not polled after it finished");
-        let output = ready!(future.as_mut().poll(cx));
-        self.0 = None;
-        Poll::Ready(output)
-    }
-}
-
-impl<F: Future + 'static> Drop for Shielded<F> {
-    fn drop(&mut self) {
-        // While unwinding, a second panic would abort: the execution is dropped instead (its
-        // key's lease lapses).
-        if let Some(future) = self.0.take().filter(|_| !std::thread::panicking()) {
-            // A runtime shutting down drops the task at once.
-            drop(actix_web::rt::spawn(future));
-        }
-    }
+    tracker.track_future(leader.lead(req, run))
 }
 
 struct Leader {
@@ -91,7 +57,14 @@ struct Leader {
 }
 
 impl Leader {
-    async fn lead(self, req: HttpRequest, run: Run) -> Answer {
+    /// The execution. An `async` block rather than an `async fn`, and the steps below borrow
+    /// the leader rather than take it: an `async fn` keeps each argument twice in its future,
+    /// which is allocated with every request.
+    fn lead(mut self, req: HttpRequest, run: Run) -> impl Future<Output = Answer> + 'static {
+        async move { self.take_turn(req, run).await }
+    }
+
+    async fn take_turn(&mut self, req: HttpRequest, run: Run) -> Answer {
         if let Some((token, first_attempt)) = self.adopted {
             return self.execute(token, first_attempt, req, run).await;
         }
@@ -125,7 +98,7 @@ impl Leader {
         }
     }
 
-    async fn store_failed(self, req: HttpRequest, run: Run) -> Answer {
+    async fn store_failed(&mut self, req: HttpRequest, run: Run) -> Answer {
         let error = self.config.store_unavailable();
         let handoff = self.caller.handoff();
         self.guard.publish(Shared::Failed(error.clone()));
@@ -135,7 +108,7 @@ impl Leader {
                 "idempotency store unavailable: running unprotected (fail open)"
             );
             self.keyed.expose(&req, self.caller.route(), true);
-            let response = run_upstream(req, super::buffered(self.keyed.body), handoff, run).await;
+            let response = run_upstream(req, super::buffered(std::mem::take(&mut self.keyed.body)), handoff, run).await;
             return Answer::unless_taken_over(response.into_response(), Outcome::StoreError, &self.caller);
         }
         Answer::refused(&self.config, &error, &req)
@@ -145,7 +118,7 @@ impl Leader {
     /// released) the record under its own options, and reported it. This execution's
     /// duplicates are not necessarily that handler's (another tenant, another fingerprint
     /// mode): each goes down the chain itself.
-    fn delegated(self, response: HttpResponse) -> Answer {
+    fn delegated(&mut self, response: HttpResponse) -> Answer {
         self.guard.publish(Shared::Delegated);
         Answer {
             response,
@@ -153,7 +126,7 @@ impl Leader {
         }
     }
 
-    async fn execute(mut self, token: FencingToken, first_attempt: bool, req: HttpRequest, run: Run) -> Answer {
+    async fn execute(&mut self, token: FencingToken, first_attempt: bool, req: HttpRequest, run: Run) -> Answer {
         self.guard.running();
         let route = self.caller.route();
         self.keyed.expose(&req, route, first_attempt);
@@ -164,7 +137,7 @@ impl Leader {
         let on_panic = self
             .config
             .has_error_hook()
-            .then(|| self.config.error_response(&IdempotencyError::HandlerFailed, &req));
+            .then(|| Box::new(self.config.error_response(&IdempotencyError::HandlerFailed, &req)));
         let handoff = self.caller.handoff_holding(|| HeldClaim {
             store: Arc::clone(&self.config.inner.store),
             key: self.keyed.id.clone(),
@@ -179,7 +152,8 @@ impl Leader {
         ))
         .catch_unwind();
         let paused = || self.caller.taken_over();
-        let Ok(handled) = turn::with_lease(&self.config, &self.keyed.id, token, paused, handler).await else {
+        let Ok(handled) = turn::with_lease(&self.config, &self.keyed.id, token, paused, std::pin::pin!(handler)).await
+        else {
             tracing::error!(
                 handler = route.options().handler,
                 "handler panicked: key released, a retry will run again"
@@ -190,7 +164,8 @@ impl Leader {
             self.release(token).await;
             self.guard.publish(Shared::Failed(IdempotencyError::HandlerFailed));
             let error = IdempotencyError::HandlerFailed;
-            let response = on_panic.unwrap_or_else(|| error.problem_response(error.default_status()));
+            let response =
+                on_panic.map_or_else(|| error.problem_response(error.default_status()), |response| *response);
             return Answer::new(response, Outcome::Released);
         };
         if self.caller.taken_over() {
@@ -280,7 +255,7 @@ impl Leader {
             Some(stored) => counted(&self.config, "complete", key, stored),
             None => {
                 let call = inner.store.complete(key, token, Arc::clone(&record), ttl);
-                store_call(&self.config, "complete", key, call).await
+                Box::pin(store_call(&self.config, "complete", key, call)).await
             }
         };
         let completed = match stored {
@@ -308,7 +283,7 @@ impl Leader {
 
     /// The answer when the handler's transaction did not commit: the same refusal for its
     /// client and for every duplicate.
-    fn transaction_refused(self, refused: Refused) -> Answer {
+    fn transaction_refused(&mut self, refused: Refused) -> Answer {
         self.guard.publish(refused.shared);
         Answer::new(refused.response, refused.outcome)
     }

@@ -5,9 +5,8 @@
 //! 2. The key is validated, the tenant resolved, the body buffered and fingerprinted.
 //! 3. A completed record held in this process is replayed at once.
 //! 4. Otherwise the request joins the in-process flight of its key (`flight.rs`):
-//!    - the **leader** runs in a task of its own, so a client that disconnects cannot cancel
-//!      it: it claims the key in the store, runs the handler (renewing its lease), captures
-//!      the response, stores it (or releases the key) and publishes the outcome;
+//!    - the **leader** claims the key in the store, runs the handler (renewing its lease),
+//!      captures the response, stores it (or releases the key) and publishes the outcome;
 //!    - **followers** wait for that outcome (woken, not polling) or answer at once, per the
 //!      route's `in_flight` policy.
 //!
@@ -19,7 +18,8 @@
 //!
 //! # Cancellation
 //!
-//! Once the leader's task has started, it runs to completion and stores its result even if
+//! A keyed request whose client goes away (actix-web then drops its future) carries on in a
+//! task of its own: a started execution runs to completion and stores its result even if
 //! every client went away. Use [`crate::Idempotency::drain`] on graceful shutdown.
 //!
 //! # Panics
@@ -45,6 +45,7 @@ mod leader;
 mod prepare;
 pub(crate) mod turn;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -53,7 +54,6 @@ use actix_web::http::Method;
 use actix_web::{dev, web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
-use tracing::Instrument;
 
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
@@ -171,27 +171,25 @@ pub(crate) fn protect(
     payload: dev::Payload,
     run: Run,
     held: Option<HeldClaim>,
-) -> LocalBoxFuture<'static, HttpResponse> {
-    async move {
+) -> Shielded<HttpResponse> {
+    let leading = Rc::new(Cell::new(false));
+    let leads = Rc::clone(&leading);
+    let future = async move {
         let name = caller.route().options().handler;
         let started = std::time::Instant::now();
         let span = observe::span(name);
-        let prepared = prepare::prepare(&caller, &config, &req, payload)
-            .instrument(span.clone())
-            .await;
+        let prepared = observe::within(&span, prepare::prepare(&caller, &config, &req, payload)).await;
         // The middleware's claim is this request's own only under the same identity.
         let (adopted, foreign) = match (&prepared, held) {
             (Ok(Prepared::Keyed(keyed)), Some(held)) if held.covers(&keyed.id, &config) => (Some(held), None),
             (_, held) => (None, held),
         };
         if let Some(foreign) = foreign {
-            foreign.release(&config).await;
+            Box::pin(foreign.release(&config)).await;
         }
         let answer = match prepared {
             Ok(Prepared::Keyed(keyed)) => {
-                execute_once(config, caller, req, keyed, run, adopted)
-                    .instrument(span.clone())
-                    .await
+                observe::within(&span, execute_once(config, caller, req, keyed, run, adopted, &leads)).await
             }
             Ok(Prepared::Unprotected(payload)) => {
                 let handoff = caller.handoff();
@@ -201,11 +199,52 @@ pub(crate) fn protect(
         };
         // A request an annotated handler took over was reported by that handler's engine.
         if let Some(outcome) = answer.outcome {
-            span.in_scope(|| observe::outcome(name, outcome, started.elapsed()));
+            observe::in_scope(&span, || observe::outcome(name, outcome, started.elapsed()));
         }
         answer.response
+    };
+    Shielded {
+        future: Some(future.boxed_local()),
+        leading,
     }
-    .boxed_local()
+}
+
+/// A request's future, polled by the request's own task, and moved into a task of its own if
+/// the request is dropped (its client disconnected) while it leads an execution: a started
+/// execution is never cancelled halfway, and the flight's duplicates get its outcome. A request
+/// dropped before (while its body is read) or while it waits on a duplicate is dropped. Until
+/// then it costs no task: no spawn, no join handle, no extra wake-up; the future is boxed
+/// already, so moving it into a task moves a pointer.
+pub(crate) struct Shielded<T: 'static> {
+    future: Option<LocalBoxFuture<'static, T>>,
+    /// Set once the request leads its flight.
+    leading: Rc<Cell<bool>>,
+}
+
+impl<T: 'static> Future for Shielded<T> {
+    type Output = T;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let future = self
+            .future
+            .as_mut()
+            .expect("a shielded future is not polled after it finished");
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        std::task::Poll::Ready(output)
+    }
+}
+
+impl<T: 'static> Drop for Shielded<T> {
+    fn drop(&mut self) {
+        // While unwinding, a second panic would abort: the future is dropped instead (a claim
+        // it holds lapses with its lease).
+        let carry_on = self.leading.get() && !std::thread::panicking();
+        if let Some(future) = self.future.take().filter(|_| carry_on) {
+            // A runtime that shuts down drops the task at once.
+            drop(actix_web::rt::spawn(future));
+        }
+    }
 }
 
 /// Replays a completed record held in this process, or runs the request as the leader or a
@@ -217,6 +256,7 @@ async fn execute_once(
     keyed: Keyed,
     run: Run,
     adopted: Option<HeldClaim>,
+    leading: &Cell<bool>,
 ) -> Answer {
     if adopted.is_none() {
         if let Some(record) = config.inner.store.cached(&keyed.id) {
@@ -228,13 +268,21 @@ async fn execute_once(
         .flights
         .join(&keyed.id, keyed.fingerprint, caller.is_middleware())
     {
+        // Boxed: a duplicate is rarer than a first execution, whose future would otherwise be
+        // as large as a follower's.
         Role::Follower(flight) => {
-            if let Some(adopted) = adopted {
-                adopted.release(&config).await;
-            }
-            follower::follow(&config, &caller, req, keyed, &flight, run).await
+            Box::pin(async move {
+                if let Some(adopted) = adopted {
+                    adopted.release(&config).await;
+                }
+                follower::follow(&config, &caller, req, keyed, &flight, run).await
+            })
+            .await
         }
-        Role::Leader(guard) => leader::lead(config, caller, req, keyed, run, guard, adopted).await,
+        Role::Leader(guard) => {
+            leading.set(true);
+            leader::lead(config, caller, req, keyed, run, guard, adopted).await
+        }
     }
 }
 
@@ -289,8 +337,9 @@ pub(crate) fn buffered(body: bytes::Bytes) -> dev::Payload {
     if body.is_empty() {
         return dev::Payload::None;
     }
-    let chunk: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>>> =
-        Box::pin(futures_util::stream::once(std::future::ready(Ok(body))));
+    let chunk: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>>,
+    > = Box::pin(futures_util::stream::once(std::future::ready(Ok(body))));
     dev::Payload::Stream { payload: chunk }
 }
 
@@ -311,7 +360,7 @@ pub(crate) async fn release(config: &Idempotency, key: &RecordKey, token: Fencin
     let store = &config.inner.store;
     let _ = match store.release_now(key, token) {
         Some(released) => counted(config, "release", key, released),
-        None => store_call(config, "release", key, store.release(key, token)).await,
+        None => Box::pin(store_call(config, "release", key, store.release(key, token))).await,
     };
 }
 

@@ -64,8 +64,8 @@ impl Claimant<'_> {
             let claim = match inner.store.claim_now(self.key, self.fingerprint, inner.lease) {
                 Some(claim) => counted(self.config, "claim", self.key, claim),
                 None => {
-                    self.store_call("claim", inner.store.claim(self.key, self.fingerprint, inner.lease))
-                        .await
+                    let call = inner.store.claim(self.key, self.fingerprint, inner.lease);
+                    Box::pin(self.store_call("claim", call)).await
                 }
             };
             let held_elsewhere = match claim {
@@ -90,7 +90,7 @@ impl Claimant<'_> {
             {
                 return Turn::Refused(error);
             }
-            match self.wait_elsewhere(deadline).await {
+            match Box::pin(self.wait_elsewhere(deadline)).await {
                 Ok(RemoteWait::Completed(record)) => return Turn::Completed { record, waited: true },
                 Ok(RemoteWait::Released) => continue,
                 Ok(RemoteWait::TimedOut) => return Turn::Refused(self.config.in_flight()),
@@ -126,33 +126,38 @@ impl Claimant<'_> {
     }
 }
 
-/// Runs `future` while renewing the claim every third of the lease; `paused` stops renewing
-/// (a request an annotated handler took over renews its own claim).
-pub(crate) async fn with_lease<T>(
-    config: &Idempotency,
-    key: &RecordKey,
+/// Runs `future` (pinned by the caller) while renewing the claim every third of the lease;
+/// `paused` stops renewing (a request an annotated handler took over renews its own claim).
+///
+/// An `async` block rather than an `async fn`, which would keep each argument twice in the
+/// future of every execution.
+pub(crate) fn with_lease<'a, F: std::future::Future>(
+    config: &'a Idempotency,
+    key: &'a RecordKey,
     token: FencingToken,
-    paused: impl Fn() -> bool,
-    future: impl std::future::Future<Output = T>,
-) -> T {
-    let inner = &config.inner;
-    let period = inner.lease / 3;
-    let mut future = std::pin::pin!(future);
-    // A handler that answers at once needs no lease timer; one that does not is renewed on the
-    // schedule that began with it, however long its first poll took.
-    let started = Instant::now();
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(output) = first {
-        return output;
-    }
-    let mut ticker = tokio::time::interval_at(started + period, period);
-    loop {
-        tokio::select! {
-            biased;
-            output = &mut future => return output,
-            _ = ticker.tick(), if !paused() => {
-                if let Ok(false) = store_call(config, "renew", key, inner.store.renew(key, token, inner.lease)).await {
-                    tracing::warn!(?key, "lease lost while the handler runs");
+    paused: impl Fn() -> bool + 'a,
+    mut future: std::pin::Pin<&'a mut F>,
+) -> impl std::future::Future<Output = F::Output> + 'a {
+    async move {
+        let inner = &config.inner;
+        let period = inner.lease / 3;
+        // A handler that answers at once needs no lease timer; one that does not is renewed on
+        // the schedule that began with it, however long its first poll took.
+        let started = Instant::now();
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(output) = first {
+            return output;
+        }
+        let mut ticker = tokio::time::interval_at(started + period, period);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut future => return output,
+                _ = ticker.tick(), if !paused() => {
+                    let renewal = store_call(config, "renew", key, inner.store.renew(key, token, inner.lease));
+                    if let Ok(false) = Box::pin(renewal).await {
+                        tracing::warn!(?key, "lease lost while the handler runs");
+                    }
                 }
             }
         }
