@@ -62,6 +62,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     records_are_isolated_by_scope_and_key(&*store).await;
     waiting_returns_once_the_key_completes(Arc::clone(&store)).await;
     a_forgotten_key_is_new(&*store).await;
+    answers_at_once_as_it_answers_later(&*store).await;
     #[cfg(feature = "postgres")]
     a_completion_in_a_transaction_is_fenced_like_any_other(&*store).await;
 }
@@ -207,6 +208,57 @@ pub async fn a_completed_record_is_returned_byte_for_byte(store: &dyn Store) {
     match lookup(store, &key).await {
         Lookup::Completed(found) => assert_eq!(*found, *record, "lookup must return the stored record unchanged"),
         other => panic!("lookup of a completed key, got {other:?}"),
+    }
+}
+
+/// A store that answers claims, completions and releases at once ([`Store::claim_now`],
+/// [`Store::complete_now`], [`Store::release_now`]) answers as its `async` methods do, each
+/// seeing what the other wrote. A store whose `claim_now` answers `None` passes trivially.
+pub async fn answers_at_once_as_it_answers_later(store: &dyn Store) {
+    let key = fresh_key("at-once");
+    let Some(first) = store.claim_now(&key, fingerprint(9), LEASE) else {
+        return;
+    };
+    let token = match first.expect("claim_now") {
+        Claim::Acquired(token) => token,
+        other => panic!("claim_now of a free key must be acquired, got {other:?}"),
+    };
+    match store.claim(&key, fingerprint(9), LEASE).await.expect("claim") {
+        Claim::InFlight { fingerprint: held } => assert_eq!(held, fingerprint(9)),
+        other => panic!("a key claimed at once must be held, got {other:?}"),
+    }
+    let stale = FencingToken(token.0.wrapping_sub(1));
+    if let Some(released) = store.release_now(&key, stale) {
+        assert!(
+            !released.expect("release_now"),
+            "release_now with another token changes nothing"
+        );
+    }
+    let record = response_record(9);
+    let completed = match store.complete_now(&key, token, &record, TTL) {
+        Some(completed) => completed,
+        None => store.complete(&key, token, Arc::clone(&record), TTL).await,
+    };
+    assert!(completed.expect("complete"), "the holder completes");
+    match lookup(store, &key).await {
+        Lookup::Completed(found) => assert_eq!(*found, *record, "a record completed at once is stored unchanged"),
+        other => panic!("lookup after complete_now, got {other:?}"),
+    }
+    match store.claim_now(&key, fingerprint(9), LEASE).map(Result::unwrap) {
+        Some(Claim::Completed(found)) => assert_eq!(*found, *record),
+        other => panic!("claim_now of a completed key must report it, got {other:?}"),
+    }
+
+    let released = fresh_key("at-once-release");
+    let token = acquire(store, &released, 10, LEASE).await;
+    let release = match store.release_now(&released, token) {
+        Some(released) => released,
+        None => store.release(&released, token).await,
+    };
+    assert!(release.expect("release"), "the holder releases");
+    match store.claim_now(&released, fingerprint(10), LEASE).map(Result::unwrap) {
+        Some(Claim::Reacquired(_)) => {}
+        other => panic!("claim_now after a release must be reacquired, got {other:?}"),
     }
 }
 
