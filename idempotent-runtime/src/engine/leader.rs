@@ -60,6 +60,7 @@ impl Leader {
     /// The execution. An `async` block rather than an `async fn`, and the steps below borrow
     /// the leader rather than take it: an `async fn` keeps each argument twice in its future,
     /// which is allocated with every request.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice")]
     fn lead(mut self, req: HttpRequest, run: Run) -> impl Future<Output = Answer> + 'static {
         async move { self.take_turn(req, run).await }
     }

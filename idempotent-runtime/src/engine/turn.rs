@@ -131,6 +131,7 @@ impl Claimant<'_> {
 ///
 /// An `async` block rather than an `async fn`, which would keep each argument twice in the
 /// future of every execution.
+#[allow(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice")]
 pub(crate) fn with_lease<'a, F: std::future::Future>(
     config: &'a Idempotency,
     key: &'a RecordKey,
