@@ -3,7 +3,7 @@
 //! The leader's [`LeaderGuard`] publishes exactly once: the outcome, or (if the leader is
 //! dropped or panics first) [`Shared::Failed`], so no follower waits forever.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::mapref::entry::Entry;
@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
 use crate::record::{Record, StoredResponse};
-use crate::store::RecordKey;
+use crate::store::{KeyHash, RecordKey};
 
 /// What a leader tells its followers.
 #[derive(Debug, Clone)]
@@ -90,8 +90,8 @@ struct FlightKey {
 }
 
 impl Hash for FlightKey {
-    /// The record key's own (keyed) hash and eight bytes of the fingerprint, a SHA-256: no
-    /// second pass of SipHash over 40 bytes per request.
+    /// The record key's own (keyed) hash and eight bytes of the fingerprint, a SHA-256, folded
+    /// together by [`KeyHash`]: no second pass of SipHash over 40 bytes per request.
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
         let [a, b, c, d, e, f, g, h, ..] = self.fingerprint.0;
@@ -99,40 +99,10 @@ impl Hash for FlightKey {
     }
 }
 
-/// Mixes the two words a [`FlightKey`] writes.
-#[derive(Default, Clone, Copy)]
-struct Mix;
-
-struct Mixer(u64);
-
-impl BuildHasher for Mix {
-    type Hasher = Mixer;
-
-    fn build_hasher(&self) -> Mixer {
-        Mixer(0)
-    }
-}
-
-impl Hasher for Mixer {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// The map of running requests of one [`crate::Idempotency`].
 #[derive(Default, Clone)]
 pub(crate) struct Flights {
-    map: Arc<DashMap<FlightKey, Arc<Flight>, Mix>>,
+    map: Arc<DashMap<FlightKey, Arc<Flight>, KeyHash>>,
 }
 
 pub(crate) enum Role {

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use super::handoff::{run_upstream, HeldClaim};
 use super::prepare::Keyed;
 use super::turn::{self, Claimant, Turn};
-use super::{counted, store_call, Answer, Caller, Handled, Run};
+use super::{store_answer, Answer, Caller, Handled, Run};
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::flight::{LeaderGuard, Shared};
@@ -252,14 +252,9 @@ impl Leader {
             return Ok((Shared::Record(record), Outcome::Executed));
         }
         let key = &self.keyed.id;
-        let stored = match inner.store.complete_now(key, token, &record, ttl) {
-            Some(stored) => counted(&self.config, "complete", key, stored),
-            None => {
-                let call = inner.store.complete(key, token, Arc::clone(&record), ttl);
-                Box::pin(store_call(&self.config, "complete", key, call)).await
-            }
-        };
-        let completed = match stored {
+        let now = inner.store.complete_now(key, token, &record, ttl);
+        let later = || inner.store.complete(key, token, Arc::clone(&record), ttl);
+        let completed = match store_answer(&self.config, "complete", key, now, later).await {
             Ok(true) => (Shared::Record(record), Outcome::Executed),
             Ok(false) => {
                 inner.counters.fenced_completions.fetch_add(1, Ordering::Relaxed);

@@ -358,10 +358,28 @@ pub(crate) fn may_carry_key(route: &Route, req: &HttpRequest) -> bool {
 /// logged; the claim then lapses with its lease.
 pub(crate) async fn release(config: &Idempotency, key: &RecordKey, token: FencingToken) {
     let store = &config.inner.store;
-    let _ = match store.release_now(key, token) {
-        Some(released) => counted(config, "release", key, released),
-        None => Box::pin(store_call(config, "release", key, store.release(key, token))).await,
-    };
+    let now = store.release_now(key, token);
+    let _ = store_answer(config, "release", key, now, || store.release(key, token)).await;
+}
+
+/// The store's answer: the one it gave at once (`now`, from [`crate::Store::claim_now`] and its
+/// siblings), or else that of the `async` call `later` makes, bounded by the timeout (boxed:
+/// the rarer path's future would otherwise size every execution's). Failures are counted and
+/// logged either way.
+pub(crate) async fn store_answer<T, F>(
+    config: &Idempotency,
+    operation: &'static str,
+    key: &RecordKey,
+    now: Option<Result<T, StoreError>>,
+    later: impl FnOnce() -> F,
+) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    match now {
+        Some(result) => counted(config, operation, key, result),
+        None => Box::pin(store_call(config, operation, key, later())).await,
+    }
 }
 
 /// Bounds a store call by the configured timeout and counts and logs its failure.
@@ -380,7 +398,7 @@ pub(crate) async fn store_call<T>(
 }
 
 /// Counts and logs the failure of a store call.
-pub(crate) fn counted<T>(
+fn counted<T>(
     config: &Idempotency,
     operation: &'static str,
     key: &RecordKey,

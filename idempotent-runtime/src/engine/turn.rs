@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::decide::{self, Running};
-use super::{counted, store_call};
+use super::{store_answer, store_call};
 use crate::config::Idempotency;
 use crate::error::IdempotencyError;
 use crate::fingerprint::Fingerprint;
@@ -61,13 +61,9 @@ impl Claimant<'_> {
         let inner = &self.config.inner;
         let deadline = Instant::now() + inner.wait_timeout;
         loop {
-            let claim = match inner.store.claim_now(self.key, self.fingerprint, inner.lease) {
-                Some(claim) => counted(self.config, "claim", self.key, claim),
-                None => {
-                    let call = inner.store.claim(self.key, self.fingerprint, inner.lease);
-                    Box::pin(self.store_call("claim", call)).await
-                }
-            };
+            let now = inner.store.claim_now(self.key, self.fingerprint, inner.lease);
+            let later = || inner.store.claim(self.key, self.fingerprint, inner.lease);
+            let claim = store_answer(self.config, "claim", self.key, now, later).await;
             let held_elsewhere = match claim {
                 Ok(Claim::Acquired(token)) => {
                     return Turn::Run {

@@ -40,6 +40,8 @@ mod redis;
 mod remote;
 mod table;
 
+pub(crate) use table::KeyHash;
+
 use std::sync::Arc;
 use std::time::Duration;
 

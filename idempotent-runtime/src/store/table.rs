@@ -85,11 +85,12 @@ pub(super) enum Evicted {
     Expired,
 }
 
-/// Passes a [`RecordKey`]'s own hash through: it is already keyed, and computed once.
+/// Passes a [`RecordKey`]'s own hash through: it is already keyed, and computed once. Words
+/// written after it (the flight map's fingerprint) are folded in with xor.
 #[derive(Clone, Copy, Default)]
-pub(super) struct KeyHash;
+pub(crate) struct KeyHash;
 
-pub(super) struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl BuildHasher for KeyHash {
     type Hasher = KeyHasher;
@@ -112,7 +113,7 @@ impl Hasher for KeyHasher {
     }
 
     fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
+        self.0 ^= hash;
     }
 }
 
