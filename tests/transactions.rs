@@ -417,7 +417,9 @@ async fn a_connection_lost_before_the_commit_answers_503_and_the_retry_runs_once
         let (url, key, item) = (server.url("/orders"), key.clone(), item.clone());
         async move { post_order(&url, &key, &item).await }
     });
-    support::wait_until(|| runs.executions() == 1).await;
+    // Once the order is inserted (not committed): a cut before the insert fails the handler's own
+    // query, which answers its own 503.
+    support::wait_until(|| runs.inserts() == 1).await;
     // Every connection of the store, the handler's transaction among them, is cut mid-handler.
     to_database.cut();
     tokio::time::sleep(Duration::from_millis(100)).await;

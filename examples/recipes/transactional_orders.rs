@@ -47,10 +47,11 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS orders (
 /// Serialises the schema creation of processes starting together.
 const SCHEMA_LOCK: i64 = 0x6f72_6465_7273; // "orders"
 
-/// What the handler shares: how often it ran, and the failure flags.
+/// What the handler shares: how often it ran and inserted, and the failure flags.
 #[derive(Default)]
 pub struct State {
     executions: AtomicUsize,
+    inserts: AtomicUsize,
     pause_after_insert: Option<Duration>,
     fail_first_attempt: bool,
 }
@@ -71,6 +72,11 @@ impl State {
     /// How many times the handler body ran.
     pub fn executions(&self) -> usize {
         self.executions.load(Ordering::SeqCst)
+    }
+
+    /// How many inserts the handler made, committed or not.
+    pub fn inserts(&self) -> usize {
+        self.inserts.load(Ordering::SeqCst)
     }
 }
 
@@ -104,7 +110,10 @@ async fn create_order(
         )
         .await;
     let id: i64 = match inserted {
-        Ok(row) => row.get(0),
+        Ok(row) => {
+            state.inserts.fetch_add(1, Ordering::SeqCst);
+            row.get(0)
+        }
         // Not stored: the engine rolls the transaction back and a retry runs again.
         Err(error) => return HttpResponse::ServiceUnavailable().json(json!({ "error": error.to_string() })),
     };
@@ -204,7 +213,7 @@ async fn main() -> std::io::Result<()> {
     let state = web::Data::new(State {
         pause_after_insert: args.pause_after_insert,
         fail_first_attempt: args.fail_first_attempt,
-        executions: AtomicUsize::new(0),
+        ..State::default()
     });
     let server = HttpServer::new(move || {
         App::new()
