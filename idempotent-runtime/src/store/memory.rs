@@ -24,24 +24,26 @@ const EVICTION_BATCH: u64 = 64;
 /// Default capacity: 64 MiB of records.
 const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 
-/// Bookkeeping the store spends per record beyond its key, headers and body, counted in the
-/// weight so that the capacity bounds resident memory, not only payloads: the table's slot and
-/// index entry, the `Arc<Record>`, the header vector, the allocator's own headers and the
-/// slack of a heap that frees and reuses records all the time. `benches/memory.rs`: 550-640 B
-/// resident per record beyond the body (key and headers included); with this cost a 64 MiB
-/// store fed four times its capacity grows the process by 62.6 MiB (1 KiB bodies) to 65.9 MiB
-/// (16 KiB).
-const ENTRY_OVERHEAD: usize = 576;
+/// Bookkeeping the store spends per record beyond its key and its bytes in a page, counted in
+/// the weight so that the capacity bounds resident memory, not only payloads: the table's slot
+/// and index entry (with the slack of their growth) and the key's own allocation. Pages count
+/// whole, from when they are opened until their last record goes. `benches/memory.rs`:
+/// 296-555 B resident per record beyond the body, key and headers included.
+const ENTRY_OVERHEAD: usize = 448;
 
 /// The in-process store (the default): one process, tests and development.
 ///
 /// Claims, completed records and the marks of released keys live in one table split into
 /// shards, each behind its own lock: a first execution takes a shard lock three times (look,
 /// claim, complete), a replay once. Records have a per-record ttl and share a capacity in bytes
-/// (key + headers + body + a fixed per-record cost of 576 bytes, what the store really keeps
-/// per record, so the capacity bounds resident memory). When full, it evicts the least recently
-/// used records (the oldest of each shard in turn, down to 1/64 below the capacity), never a
-/// just-stored response while another can go. Evicting a record before its ttl means a retry
+/// (the pages holding the records' headers and bodies, plus the key and a fixed 448 bytes per
+/// record, what the store really keeps per record, so the capacity bounds resident memory).
+/// Each shard packs its responses one after another into pages of up to 64 KiB (a large
+/// response gets its own), which keeps the allocator's work per request flat however many
+/// records are held; a record used again moves to the page being filled, so pages empty in
+/// the order records are evicted. When full, the store evicts the least recently used records
+/// (the oldest of each shard in turn, down to 1/64 below the capacity), never a just-stored
+/// response while another can go. Evicting a record before its ttl means a retry
 /// of that key runs again: every such eviction is counted
 /// ([`MemoryStore::evicted_live_records`]) and logged. Size the capacity for your traffic.
 ///
@@ -93,9 +95,9 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity_bytes` of records: key, headers, body and a fixed
-    /// per-record cost of 576 bytes, what the store really keeps per record, so the capacity
-    /// bounds resident memory.
+    /// A store holding at most `capacity_bytes` of records: the pages of their headers and
+    /// bodies, their keys and a fixed per-record cost of 448 bytes, what the store really
+    /// keeps per record, so the capacity bounds resident memory.
     pub fn with_capacity(capacity_bytes: u64) -> Self {
         if crate::config::on_server_worker() {
             return Self::shared_by_workers(capacity_bytes);
@@ -139,10 +141,11 @@ impl MemoryStore {
     fn build(capacity_bytes: u64, shards: usize, released_kept: usize) -> Self {
         assert!(shards.is_power_of_two());
         let released_kept = released_kept.div_ceil(shards);
+        let share = capacity_bytes / shards as u64;
         Self {
             inner: Arc::new(Inner {
                 shards: (0..shards)
-                    .map(|_| Mutex::new(Shard::new(released_kept, RELEASES_REMEMBERED)))
+                    .map(|_| Mutex::new(Shard::new(share, released_kept, RELEASES_REMEMBERED)))
                     .collect(),
                 capacity: capacity_bytes,
                 totals: Totals::default(),
@@ -261,8 +264,8 @@ impl Drop for Waiting<'_> {
 }
 
 /// What a record weighs against the capacity.
-fn weight_of(key: &RecordKey, record: &Record) -> u32 {
-    let weight = key.as_str().len() + record.payload_len() + ENTRY_OVERHEAD;
+fn weight_of(key: &RecordKey) -> u32 {
+    let weight = key.as_str().len() + ENTRY_OVERHEAD;
     u32::try_from(weight).unwrap_or(u32::MAX)
 }
 
@@ -282,7 +285,7 @@ impl MemoryStore {
     }
 
     fn complete_at_once(&self, key: &RecordKey, token: FencingToken, record: Arc<Record>, ttl: Duration) -> bool {
-        let weight = weight_of(key, &record);
+        let weight = weight_of(key);
         let expires_at = Instant::now() + ttl;
         let held = self
             .shard(key)
@@ -349,7 +352,7 @@ impl Store for MemoryStore {
     }
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
-        Ok(self.shard(key).lookup(key, Instant::now()))
+        Ok(self.shard(key).lookup(key, Instant::now(), &self.inner.totals))
     }
 
     async fn wait_for_change(&self, _key: &RecordKey, timeout: Duration) -> Result<(), StoreError> {
@@ -359,7 +362,7 @@ impl Store for MemoryStore {
     }
 
     fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
-        self.shard(key).record(key, Instant::now())
+        self.shard(key).record(key, Instant::now(), &self.inner.totals)
     }
 
     async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
@@ -390,6 +393,14 @@ mod tests {
                 body: vec![b'x'; body_len].into(),
             }),
         })
+    }
+
+    /// What a record with a body of `body_len` bytes weighs, packed alone.
+    fn weight_of_alone(key: &RecordKey, body_len: usize) -> u64 {
+        let Completion::Response(response) = &record(body_len).completion else {
+            unreachable!()
+        };
+        u64::from(weight_of(key)) + super::super::pages::packed_len(response) as u64
     }
 
     impl MemoryStore {
@@ -498,7 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_store_keeps_within_its_capacity_and_counts_every_eviction() {
-        let weight = weight_of(&key(0), &record(1000)) as u64;
+        let weight = weight_of_alone(&key(0), 1000);
         let store = MemoryStore::build(10 * weight, 8, RELEASED_KEPT);
         for n in 0..100 {
             store_record(&store, &key(n), 1000, TTL).await;
@@ -511,22 +522,28 @@ mod tests {
 
     #[tokio::test]
     async fn the_least_recently_used_records_are_evicted_first() {
-        let weight = weight_of(&key(100), &record(100)) as u64;
+        let weight = weight_of_alone(&key(100), 100);
         let store = MemoryStore::build(100 * weight, 1, RELEASED_KEPT);
-        for n in 0..100 {
-            store_record(&store, &key(n), 100, TTL).await;
+        let mut stored = 0;
+        while store.evicted_live_records() == 0 {
+            store_record(&store, &key(stored), 100, TTL).await;
+            stored += 1;
+            assert!(store.cached(&key(0)).is_some(), "key 0 is kept the most recently used");
         }
-        assert!(store.cached(&key(0)).is_some(), "key 0 is now the most recently used");
-        store_record(&store, &key(100), 100, TTL).await;
+        assert!(stored > 50, "evicted after {stored} records");
         let evicted = store.evicted_live_records() as usize;
-        assert!((1..5).contains(&evicted), "a small batch is evicted: {evicted}");
+        // The oldest page's records.
+        assert!(
+            (1..stored / 2).contains(&evicted),
+            "a small batch is evicted: {evicted}"
+        );
         for n in 1..=evicted {
             assert!(
                 store.cached(&key(n)).is_none(),
                 "key {n} was among the least recently used"
             );
         }
-        for n in (evicted + 1..=100).chain([0]) {
+        for n in (evicted + 1..stored).chain([0]) {
             assert!(store.cached(&key(n)).is_some(), "key {n} is kept");
         }
     }

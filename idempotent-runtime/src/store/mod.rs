@@ -29,6 +29,7 @@ mod cached;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
+mod pages;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::pages::{Kept, Pages};
 use super::{Claim, FencingToken, Lookup, RecordKey};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
@@ -39,8 +40,9 @@ enum State {
         lease_until: Instant,
     },
     Completed {
-        record: Arc<Record>,
+        kept: Kept,
         expires_at: Instant,
+        /// What the record weighs beside its page: its key and its place in the table.
         weight: u32,
     },
     /// An attempt started and did not complete (it was released, or its lease lapsed): the
@@ -128,10 +130,12 @@ pub(super) struct Shard {
     released_kept: usize,
     remembered: Duration,
     sweep_at: usize,
+    pages: Pages,
 }
 
 impl Shard {
-    pub(super) fn new(released_kept: usize, remembered: Duration) -> Self {
+    /// A shard of `share` bytes of the store's capacity.
+    pub(super) fn new(share: u64, released_kept: usize, remembered: Duration) -> Self {
         Self {
             index: HashMap::with_hasher(KeyHash),
             slots: Vec::new(),
@@ -141,18 +145,15 @@ impl Shard {
             released_kept: released_kept.max(1),
             remembered,
             sweep_at: 0,
+            pages: Pages::new(share),
         }
     }
 
     /// The live record of `key`, marked as just used.
-    pub(super) fn record(&mut self, key: &RecordKey, now: Instant) -> Option<Arc<Record>> {
+    pub(super) fn record(&mut self, key: &RecordKey, now: Instant, totals: &Totals) -> Option<Arc<Record>> {
         let at = *self.index.get(key)?;
         match &self.slot(at).state {
-            State::Completed { record, expires_at, .. } if *expires_at > now => {
-                let record = Arc::clone(record);
-                self.touch(at);
-                Some(record)
-            }
+            State::Completed { expires_at, .. } if *expires_at > now => Some(self.touch(at, totals)),
             _ => None,
         }
     }
@@ -189,10 +190,8 @@ impl Shard {
                     fingerprint: *fingerprint,
                 }
             }
-            State::Completed { record, expires_at, .. } if *expires_at > now => {
-                let record = Arc::clone(record);
-                self.touch(at);
-                return Claim::Completed(record);
+            State::Completed { expires_at, .. } if *expires_at > now => {
+                return Claim::Completed(self.touch(at, totals))
             }
             // Expired: the key is forgotten, as if never used.
             State::Completed { .. } => false,
@@ -236,8 +235,9 @@ impl Shard {
         let Some(at) = self.held_by(key, token) else {
             return false;
         };
+        let kept = self.pages.pack(record, totals);
         let state = State::Completed {
-            record,
+            kept,
             expires_at,
             weight,
         };
@@ -255,7 +255,7 @@ impl Shard {
         true
     }
 
-    pub(super) fn lookup(&mut self, key: &RecordKey, now: Instant) -> Lookup {
+    pub(super) fn lookup(&mut self, key: &RecordKey, now: Instant, totals: &Totals) -> Lookup {
         let Some(&at) = self.index.get(key) else {
             return Lookup::Absent;
         };
@@ -267,11 +267,7 @@ impl Shard {
             } if *lease_until > now => Lookup::InFlight {
                 fingerprint: *fingerprint,
             },
-            State::Completed { record, expires_at, .. } if *expires_at > now => {
-                let record = Arc::clone(record);
-                self.touch(at);
-                Lookup::Completed(record)
-            }
+            State::Completed { expires_at, .. } if *expires_at > now => Lookup::Completed(self.touch(at, totals)),
             _ => Lookup::Absent,
         }
     }
@@ -384,18 +380,36 @@ impl Shard {
                 totals.records.fetch_sub(1, Ordering::Relaxed);
                 totals.weight.fetch_sub(u64::from(weight), Ordering::Relaxed);
                 self.take_off(at, ListOf::Records);
+                let Some(Slot {
+                    state: State::Completed { kept, .. },
+                    ..
+                }) = &self.slots[at as usize]
+                else {
+                    unreachable!("matched above")
+                };
+                self.pages.release(kept, totals);
             }
             State::Released { .. } => self.take_off(at, ListOf::Released),
             State::Claimed { .. } => {}
         }
     }
 
-    /// Marks slot `at` (a record) as the most recently used.
-    fn touch(&mut self, at: u32) {
+    /// Marks slot `at` (a record) as the most recently used, moving it to the page being
+    /// filled; its record.
+    fn touch(&mut self, at: u32, totals: &Totals) -> Arc<Record> {
         if self.records.tail != at {
             self.take_off(at, ListOf::Records);
             self.push_back(at, ListOf::Records);
         }
+        let Some(Slot {
+            state: State::Completed { kept, .. },
+            ..
+        }) = &mut self.slots[at as usize]
+        else {
+            unreachable!("touch is called on records only")
+        };
+        self.pages.refresh(kept, totals);
+        kept.record()
     }
 
     /// Looks at the next few slots: a lapsed claim becomes a release mark, an expired record or
