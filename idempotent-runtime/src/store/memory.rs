@@ -274,14 +274,26 @@ fn weight_of(key: &RecordKey) -> u32 {
 impl MemoryStore {
     fn claim_at_once(&self, key: &RecordKey, fingerprint: Fingerprint, lease: Duration) -> Claim {
         let now = Instant::now();
-        self.shard(key).claim(
+        let claim = self.shard(key).claim(
             key,
             fingerprint,
             now,
             now + lease,
             || self.next_token(),
             &self.inner.totals,
-        )
+        );
+        if matches!(claim, Claim::Completed(_)) {
+            self.after_use(key);
+        }
+        claim
+    }
+
+    /// A record used again moved to the page being filled, which may have opened a page:
+    /// evicts if that took the store over its capacity.
+    fn after_use(&self, key: &RecordKey) {
+        if self.over_capacity() {
+            self.make_room(key);
+        }
     }
 
     fn complete_at_once(&self, key: &RecordKey, token: FencingToken, record: Arc<Record>, ttl: Duration) -> bool {
@@ -352,7 +364,11 @@ impl Store for MemoryStore {
     }
 
     async fn lookup(&self, key: &RecordKey) -> Result<Lookup, StoreError> {
-        Ok(self.shard(key).lookup(key, Instant::now(), &self.inner.totals))
+        let lookup = self.shard(key).lookup(key, Instant::now(), &self.inner.totals);
+        if matches!(lookup, Lookup::Completed(_)) {
+            self.after_use(key);
+        }
+        Ok(lookup)
     }
 
     async fn wait_for_change(&self, _key: &RecordKey, timeout: Duration) -> Result<(), StoreError> {
@@ -362,7 +378,11 @@ impl Store for MemoryStore {
     }
 
     fn cached(&self, key: &RecordKey) -> Option<Arc<Record>> {
-        self.shard(key).record(key, Instant::now(), &self.inner.totals)
+        let record = self.shard(key).record(key, Instant::now(), &self.inner.totals);
+        if record.is_some() {
+            self.after_use(key);
+        }
+        record
     }
 
     async fn forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
@@ -404,6 +424,11 @@ mod tests {
     }
 
     impl MemoryStore {
+        /// Whether `key` has a record, without using it (which would move it).
+        fn holds(&self, key: &RecordKey) -> bool {
+            self.shard(key).holds_record(key)
+        }
+
         /// Keys held in any state, release marks included.
         fn entries(&self) -> usize {
             (0..self.inner.shards.len()).map(|index| self.lock(index).len()).sum()
@@ -538,14 +563,40 @@ mod tests {
             "a small batch is evicted: {evicted}"
         );
         for n in 1..=evicted {
-            assert!(
-                store.cached(&key(n)).is_none(),
-                "key {n} was among the least recently used"
-            );
+            assert!(!store.holds(&key(n)), "key {n} was among the least recently used");
         }
         for n in (evicted + 1..stored).chain([0]) {
-            assert!(store.cached(&key(n)).is_some(), "key {n} is kept");
+            assert!(store.holds(&key(n)), "key {n} is kept");
         }
+    }
+
+    #[tokio::test]
+    async fn records_used_again_in_any_order_keep_the_store_within_its_capacity() {
+        let weight = weight_of_alone(&key(0), 300);
+        let capacity = 200 * weight;
+        let store = MemoryStore::build(capacity, 2, RELEASED_KEPT);
+        let mut stored = 0;
+        while store.evicted_live_records() == 0 {
+            store_record(&store, &key(stored), 300, TTL).await;
+            stored += 1;
+        }
+        // The newest first: every page is drained from its far end while new ones fill.
+        for n in (0..stored).rev() {
+            let _ = store.cached(&key(n));
+            assert!(
+                store.weighted_size() <= capacity,
+                "{} > {capacity}",
+                store.weighted_size()
+            );
+            let _ = store.lookup(&key(n)).await.unwrap();
+            let _ = store.claim(&key(n), FINGERPRINT, LEASE).await.unwrap();
+            assert!(
+                store.weighted_size() <= capacity,
+                "{} > {capacity}",
+                store.weighted_size()
+            );
+        }
+        assert!(store.record_count() > 100, "held {}", store.record_count());
     }
 
     #[tokio::test]

@@ -298,6 +298,20 @@ impl Shard {
         Some(evicted)
     }
 
+    /// Whether `key` has a completed record, without using it.
+    #[cfg(test)]
+    pub(super) fn holds_record(&self, key: &RecordKey) -> bool {
+        self.index.get(key).is_some_and(|&at| {
+            matches!(
+                self.slots[at as usize],
+                Some(Slot {
+                    state: State::Completed { .. },
+                    ..
+                })
+            )
+        })
+    }
+
     /// Keys held in any state, release marks included.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
