@@ -28,14 +28,15 @@ const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 /// the weight so that the capacity bounds resident memory, not only payloads: the table's slot
 /// and index entry (with the slack of their growth) and the key's own allocation. Pages count
 /// whole, from when they are opened until their last record goes. `benches/memory.rs`:
-/// 296-555 B resident per record beyond the body, key and headers included.
+/// 296-558 B resident per record beyond the body, key and headers included.
 const ENTRY_OVERHEAD: usize = 448;
 
 /// The in-process store (the default): one process, tests and development.
 ///
 /// Claims, completed records and the marks of released keys live in one table split into
 /// shards, each behind its own lock: a first execution takes a shard lock three times (look,
-/// claim, complete), a replay once. Records have a per-record ttl and share a capacity in bytes
+/// claim, complete), a replay once (twice if moving the record to the page being filled took
+/// the store over its capacity). Records have a per-record ttl and share a capacity in bytes
 /// (the pages holding the records' headers and bodies, plus the key and a fixed 448 bytes per
 /// record, what the store really keeps per record, so the capacity bounds resident memory).
 /// Each shard packs its responses one after another into pages of up to 64 KiB (a large
@@ -202,7 +203,8 @@ impl MemoryStore {
     }
 
     /// Evicts least recently used records, one shard after another, until the store is a
-    /// little below its capacity; `kept` (just stored) goes only if nothing else is left.
+    /// little below its capacity; `kept` (just stored or just used) goes only if nothing else
+    /// is left.
     fn make_room(&self, kept: &RecordKey) {
         let shards = self.inner.shards.len();
         let home = self.shard_index(kept);
@@ -263,7 +265,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// What a record weighs against the capacity.
+/// What a record weighs against the capacity beside its bytes in a page.
 fn weight_of(key: &RecordKey) -> u32 {
     let weight = key.as_str().len() + ENTRY_OVERHEAD;
     u32::try_from(weight).unwrap_or(u32::MAX)
@@ -597,6 +599,25 @@ mod tests {
             );
         }
         assert!(store.record_count() > 100, "held {}", store.record_count());
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_packed_is_weighed_with_its_headers_and_body() {
+        let store = MemoryStore::build(DEFAULT_CAPACITY, 1, RELEASED_KEPT);
+        let mut secret = actix_web::http::header::HeaderValue::from_static("token-1");
+        secret.set_sensitive(true);
+        let name = actix_web::http::header::HeaderName::from_static("x-secret");
+        let record = Arc::new(Record::new(
+            FINGERPRINT,
+            Completion::Response(StoredResponse::new(
+                StatusCode::OK,
+                vec![(name, secret)],
+                vec![b'x'; 500].into(),
+            )),
+        ));
+        let token = acquire(&store, &key(1), LEASE).await;
+        assert!(store.complete(&key(1), token, record, TTL).await.unwrap());
+        assert_eq!(store.weighted_size(), u64::from(weight_of(&key(1))) + 8 + 7 + 500);
     }
 
     #[tokio::test]

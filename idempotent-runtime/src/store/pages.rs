@@ -5,9 +5,12 @@
 //! reference count) scatters allocations of many sizes over the heap for as long as it lives,
 //! and the allocator's work on every other allocation of the process grows with them
 //! (`BENCHMARKS.md`, 2026-12-08). A packed record is one slice of a page: its headers' names
-//! and values and its body, contiguous. A page's memory is freed once none of its records is
-//! held, and a record used again moves to the page being filled, so a shard's pages empty in
-//! the order its records are evicted and the store's weight counts whole pages.
+//! and values and its body, contiguous. The store counts a page in its weight, whole, until its
+//! last record goes; its memory is freed then, or once the last replay still sending one of its
+//! bodies is done. A record used again is copied to the page being filled, so a shard's pages
+//! empty in the order its records are evicted; its old copy counts until its page empties.
+//! A record used again thus costs its size once more for each page it left until that page
+//! empties, where a page pinned by it would cost a whole page.
 //!
 //! A replay unpacks the record: the body and the header values are slices of the page, not
 //! copies.
@@ -27,7 +30,8 @@ use crate::record::{Completion, Record, StoredResponse};
 /// each shard's share of the capacity.
 const MAX_PAGE: usize = 64 * 1024;
 const MIN_PAGE: usize = 512;
-/// A shard's share of the capacity is at least this many pages.
+/// A shard's share of the capacity is at least this many pages; a share too small for that
+/// many pages of [`MIN_PAGE`] gives every record a page of its own.
 const PAGES_PER_SHARE: u64 = 16;
 
 /// No page.
@@ -70,12 +74,21 @@ impl Kept {
             let name = rest.split_to(name_len);
             let value = rest.split_to(value_len);
             // Both were checked when the record was packed.
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(&name), HeaderValue::from_maybe_shared(value)) {
-                list.push((name, value));
+            match (HeaderName::from_bytes(&name), HeaderValue::from_maybe_shared(value)) {
+                (Ok(name), Ok(value)) => list.push((name, value)),
+                _ => debug_assert!(false, "a packed header does not rebuild"),
             }
         }
         let response = StoredResponse::new(*status, list, rest);
         Arc::new(Record::new(*fingerprint, Completion::Response(response)))
+    }
+
+    /// What the record weighs outside pages: a response kept whole, its headers and body.
+    pub(super) fn unpaged_weight(&self) -> u32 {
+        match self {
+            Self::Packed { .. } => 0,
+            Self::Whole(record) => u32::try_from(record.payload_len()).unwrap_or(u32::MAX),
+        }
     }
 
     /// The page this record pins, if it is packed.
@@ -109,9 +122,11 @@ pub(super) struct Pages {
 impl Pages {
     /// Pages for a shard whose share of the store is `share` bytes.
     pub(super) fn new(share: u64) -> Self {
-        let page_size = usize::try_from(share / PAGES_PER_SHARE)
-            .unwrap_or(MAX_PAGE)
-            .clamp(MIN_PAGE, MAX_PAGE);
+        let page_size = match usize::try_from(share / PAGES_PER_SHARE).unwrap_or(MAX_PAGE) {
+            // Shared pages would weigh more than the records they hold.
+            size if size < MIN_PAGE => 0,
+            size => size.min(MAX_PAGE),
+        };
         Self {
             filling: BytesMut::new(),
             filling_id: NONE,
@@ -127,13 +142,13 @@ impl Pages {
             return Kept::Whole(record);
         };
         let headers = match u16::try_from(response.headers.len()) {
-            Ok(headers) if response.headers.iter().all(|(_, value)| rebuilds(value)) => headers,
+            Ok(headers) if response.headers.iter().all(|(_, value)| packs(value)) => headers,
             _ => return Kept::Whole(record),
         };
         let len = packed_len(response);
         let (page, bytes) = self.write(len, totals, |out| {
             for (name, value) in &response.headers {
-                // Header names are short; a value is at most the store's response limit.
+                // Names are at most 64 KiB long (`http`'s limit), values were checked above.
                 out.put_u16(name.as_str().len() as u16);
                 out.put_u32(value.len() as u32);
                 out.put_slice(name.as_str().as_bytes());
@@ -173,19 +188,17 @@ impl Pages {
     }
 
     fn write(&mut self, len: usize, totals: &Totals, fill: impl FnOnce(&mut BytesMut)) -> (u32, Bytes) {
-        if len > self.page_size / 4 {
+        if self.page_size == 0 || len > self.page_size / 4 {
             // A large record gets a page of its own, of its exact size.
             let mut own = BytesMut::with_capacity(len);
             fill(&mut own);
             return (self.open(len as u64, true, totals), own.freeze());
         }
         if self.filling_id == NONE || self.filling.capacity() < len {
-            let full = self.filling_id;
+            // The page being filled holds a record (an empty one is closed): it stays until that
+            // record goes.
             self.filling = BytesMut::with_capacity(self.page_size);
             self.filling_id = self.open(self.page_size as u64, false, totals);
-            if full != NONE && self.page(full).held == 0 {
-                self.close(full, totals);
-            }
         }
         fill(&mut self.filling);
         self.page(self.filling_id).held += 1;
@@ -239,12 +252,16 @@ pub(super) fn packed_len(response: &StoredResponse) -> usize {
     response.payload_len() + 6 * response.headers.len()
 }
 
-/// Whether `value` comes back equal from its bytes (any value built without `unsafe` does).
-fn rebuilds(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .iter()
-        .all(|&byte| byte == b'\t' || (byte >= 32 && byte != 127))
+/// Whether `value` comes back the same from its bytes in a page: any value built without
+/// `unsafe` does, unless it is marked sensitive (a mark its bytes do not carry) or longer than
+/// a page's 4-byte length.
+fn packs(value: &HeaderValue) -> bool {
+    !value.is_sensitive()
+        && u32::try_from(value.len()).is_ok()
+        && value
+            .as_bytes()
+            .iter()
+            .all(|&byte| byte == b'\t' || (byte >= 32 && byte != 127))
 }
 
 #[cfg(test)]
@@ -286,6 +303,27 @@ mod tests {
         assert_eq!(*kept.record(), *original);
         let empty = response(&[], 0);
         assert_eq!(*pages.pack(Arc::clone(&empty), &totals).record(), *empty);
+    }
+
+    #[test]
+    fn a_sensitive_header_keeps_its_record_whole_and_weighed() {
+        let (mut pages, totals) = (Pages::new(1 << 20), Totals::default());
+        let mut secret = HeaderValue::from_static("token-1");
+        secret.set_sensitive(true);
+        let response = StoredResponse::new(
+            StatusCode::OK,
+            vec![(HeaderName::from_static("x-secret"), secret)],
+            Bytes::from_static(b"{}"),
+        );
+        let record = Arc::new(Record::new(Fingerprint([2; 32]), Completion::Response(response)));
+        let kept = pages.pack(Arc::clone(&record), &totals);
+        assert!(matches!(kept, Kept::Whole(_)));
+        assert_eq!(kept.unpaged_weight(), 8 + 7 + 2);
+        let Completion::Response(back) = &kept.record().completion else {
+            unreachable!()
+        };
+        assert!(back.headers[0].1.is_sensitive());
+        assert_eq!(weight(&totals), 0, "no page opened");
     }
 
     #[test]
@@ -346,6 +384,12 @@ mod tests {
     fn a_small_store_gets_small_pages() {
         assert_eq!(Pages::new(1 << 30).page_size, MAX_PAGE);
         assert_eq!(Pages::new(64 << 10).page_size, 4096);
-        assert_eq!(Pages::new(1024).page_size, MIN_PAGE);
+        assert_eq!(Pages::new(16 * MIN_PAGE as u64).page_size, MIN_PAGE);
+        assert_eq!(Pages::new(1024).page_size, 0, "every record in a page of its own");
+        let (mut pages, totals) = (Pages::new(1024), Totals::default());
+        let kept = pages.pack(response(&[], 100), &totals);
+        assert_eq!(weight(&totals), 100);
+        pages.release(&kept, &totals);
+        assert_eq!(weight(&totals), 0);
     }
 }

@@ -221,8 +221,8 @@ impl Shard {
         true
     }
 
-    /// Replaces the claim `token` holds with `record`, weighing `weight` bytes; `false` if it
-    /// holds none.
+    /// Replaces the claim `token` holds with `record`, weighing `weight` bytes beside its page
+    /// (and its headers and body if it cannot be packed); `false` if it holds none.
     pub(super) fn complete(
         &mut self,
         key: &RecordKey,
@@ -236,6 +236,7 @@ impl Shard {
             return false;
         };
         let kept = self.pages.pack(record, totals);
+        let weight = weight.saturating_add(kept.unpaged_weight());
         let state = State::Completed {
             kept,
             expires_at,
