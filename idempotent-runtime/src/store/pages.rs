@@ -8,9 +8,8 @@
 //! and values and its body, contiguous. The store counts a page in its weight, whole, until its
 //! last record goes; its memory is freed then, or once the last replay still sending one of its
 //! bodies is done. A record used again is copied to the page being filled, so a shard's pages
-//! empty in the order its records are evicted; its old copy counts until its page empties.
-//! A record used again thus costs its size once more for each page it left until that page
-//! empties, where a page pinned by it would cost a whole page.
+//! empty in the order its records are evicted: it costs its size once more for each page it
+//! left until that page empties, where a page pinned by it would cost a whole page.
 //!
 //! A replay unpacks the record: the body and the header values are slices of the page, not
 //! copies.

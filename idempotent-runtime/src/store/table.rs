@@ -42,7 +42,8 @@ enum State {
     Completed {
         kept: Kept,
         expires_at: Instant,
-        /// What the record weighs beside its page: its key and its place in the table.
+        /// What the record weighs beside its page: its key and its place in the table (and its
+        /// headers and body when it is kept whole).
         weight: u32,
     },
     /// An attempt started and did not complete (it was released, or its lease lapsed): the
