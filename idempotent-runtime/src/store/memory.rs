@@ -28,7 +28,7 @@ const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 /// the weight so that the capacity bounds resident memory, not only payloads: the table's slot
 /// and index entry (with the slack of their growth) and the key's own allocation. Pages count
 /// whole, from when they are opened until their last record goes. `benches/memory.rs`:
-/// 296-558 B resident per record beyond the body, key and headers included.
+/// 278-517 B resident per record beyond the body, key and headers included.
 const ENTRY_OVERHEAD: usize = 448;
 
 /// The in-process store (the default): one process, tests and development.

@@ -8,11 +8,12 @@
 //! [`Claim::Reacquired`]), and an expired record or mark is dropped, so nothing abandoned stays
 //! in memory longer than one pass of the sweep over its shard.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
 
 use super::pages::{Kept, Pages};
 use super::{Claim, FencingToken, Lookup, RecordKey};
@@ -122,7 +123,9 @@ impl Hasher for KeyHasher {
 
 /// One shard: a map from key to slot, the slots, and the two lists.
 pub(super) struct Shard {
-    index: HashMap<RecordKey, u32, KeyHash>,
+    /// Slot numbers by their key's hash: a removal finds its entry by slot number, without
+    /// reading the key again.
+    index: HashTable<u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     records: List,
@@ -138,7 +141,7 @@ impl Shard {
     /// A shard of `share` bytes of the store's capacity.
     pub(super) fn new(share: u64, released_kept: usize, remembered: Duration) -> Self {
         Self {
-            index: HashMap::with_hasher(KeyHash),
+            index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
             records: List::EMPTY,
@@ -152,7 +155,7 @@ impl Shard {
 
     /// The live record of `key`, marked as just used.
     pub(super) fn record(&mut self, key: &RecordKey, now: Instant, totals: &Totals) -> Option<Arc<Record>> {
-        let at = *self.index.get(key)?;
+        let at = self.find(key)?;
         match &self.slot(at).state {
             State::Completed { expires_at, .. } if *expires_at > now => Some(self.touch(at, totals)),
             _ => None,
@@ -171,7 +174,7 @@ impl Shard {
         totals: &Totals,
     ) -> Claim {
         self.sweep(now, totals);
-        let Some(&at) = self.index.get(key) else {
+        let Some(at) = self.find(key) else {
             let token = next_token();
             let state = State::Claimed {
                 token,
@@ -258,7 +261,7 @@ impl Shard {
     }
 
     pub(super) fn lookup(&mut self, key: &RecordKey, now: Instant, totals: &Totals) -> Lookup {
-        let Some(&at) = self.index.get(key) else {
+        let Some(at) = self.find(key) else {
             return Lookup::Absent;
         };
         match &self.slot(at).state {
@@ -276,7 +279,7 @@ impl Shard {
 
     /// Drops whatever the shard holds for `key`; `false` if it held nothing.
     pub(super) fn forget(&mut self, key: &RecordKey, totals: &Totals) -> bool {
-        let Some(&at) = self.index.get(key) else {
+        let Some(at) = self.find(key) else {
             return false;
         };
         self.remove(at, totals);
@@ -303,7 +306,7 @@ impl Shard {
     /// Whether `key` has a completed record, without using it.
     #[cfg(test)]
     pub(super) fn holds_record(&self, key: &RecordKey) -> bool {
-        self.index.get(key).is_some_and(|&at| {
+        self.find(key).is_some_and(|at| {
             matches!(
                 self.slots[at as usize],
                 Some(Slot {
@@ -322,11 +325,21 @@ impl Shard {
 
     /// The slot of `key` if `token` holds its claim.
     fn held_by(&mut self, key: &RecordKey, token: FencingToken) -> Option<u32> {
-        let at = *self.index.get(key)?;
+        let at = self.find(key)?;
         match self.slot(at).state {
             State::Claimed { token: holder, .. } if holder == token => Some(at),
             _ => None,
         }
+    }
+
+    /// The slot number of `key`.
+    fn find(&self, key: &RecordKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(key.hash, |&at| {
+                slots[at as usize].as_ref().is_some_and(|slot| slot.key == *key)
+            })
+            .copied()
     }
 
     fn slot(&mut self, at: u32) -> &mut Slot {
@@ -336,8 +349,9 @@ impl Shard {
     }
 
     fn insert(&mut self, key: RecordKey, state: State, totals: &Totals) {
+        let hash = key.hash;
         let slot = Slot {
-            key: key.clone(),
+            key,
             state,
             prev: NIL,
             next: NIL,
@@ -353,7 +367,8 @@ impl Shard {
                 at
             }
         };
-        self.index.insert(key, at);
+        let slots = &self.slots;
+        self.index.insert_unique(hash, at, |&at| hash_of(slots, at));
         self.link(at, totals);
     }
 
@@ -367,7 +382,9 @@ impl Shard {
     fn remove(&mut self, at: u32, totals: &Totals) {
         self.unlink(at, totals);
         let slot = self.slots[at as usize].take().expect("an occupied slot");
-        self.index.remove(&slot.key);
+        if let Ok(entry) = self.index.find_entry(slot.key.hash, |&entry| entry == at) {
+            entry.remove();
+        }
         self.free.push(at);
     }
 
@@ -486,4 +503,9 @@ impl Shard {
         }
         self.list(list).len -= 1;
     }
+}
+
+/// The hash of the key in slot `at`, for the index to grow.
+fn hash_of(slots: &[Option<Slot>], at: u32) -> u64 {
+    slots[at as usize].as_ref().map_or(0, |slot| slot.key.hash)
 }
