@@ -408,19 +408,13 @@ impl Shard {
 
     /// Takes slot `at` off the list of its state and uncounts its record.
     fn unlink(&mut self, at: u32, totals: &Totals) {
-        match self.slot(at).state {
-            State::Completed { weight, .. } => {
+        let slot = self.slots[at as usize].as_ref().expect("an occupied slot");
+        match &slot.state {
+            State::Completed { weight, kept, .. } => {
                 totals.records.fetch_sub(1, Ordering::Relaxed);
-                totals.weight.fetch_sub(u64::from(weight), Ordering::Relaxed);
-                self.take_off(at, ListOf::Records);
-                let Some(Slot {
-                    state: State::Completed { kept, .. },
-                    ..
-                }) = &self.slots[at as usize]
-                else {
-                    unreachable!("matched above")
-                };
+                totals.weight.fetch_sub(u64::from(*weight), Ordering::Relaxed);
                 self.pages.release(kept, totals);
+                self.take_off(at, ListOf::Records);
             }
             State::Released { .. } => self.take_off(at, ListOf::Released),
             State::Claimed { .. } => {}
